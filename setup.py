@@ -1,0 +1,34 @@
+"""Package definition for semanticodec-hf (src layout)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="semanticodec-hf",
+    version="0.1.0.dev0",
+    description="SemantiCodec (ultra-low-bitrate semantic audio codec) as Hugging Face software, "
+    "plus an audio language-model toolkit on its tokens.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    install_requires=[
+        # A local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
+        "torch==2.13.0",
+        "transformers==5.24.0",
+        "diffusers==0.42.1",
+        "accelerate==1.15.0",
+        "datasets==5.2.0",
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
+)
