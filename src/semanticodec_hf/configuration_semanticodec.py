@@ -215,6 +215,37 @@ class SemantiCodecConfig(PretrainedConfig):
         )
         return cls(token_rate=token_rate, semantic_vocab_size=semantic_vocab_size, **kwargs)
 
+    @classmethod
+    def tiny(cls, token_rate: int = 100, semantic_vocab_size: int = 64, **kwargs: Any) -> "SemantiCodecConfig":
+        """A few-million-parameter config with the real window geometry, for tests and smoke demos only.
+
+        Its random weights produce noise, not audio: never use it to judge quality.
+        """
+        pooling = list(_POOLING_BY_TOKEN_RATE[token_rate])
+        hidden = 32
+        conditioning_dim = 2 * hidden * pooling[0] * pooling[1] + 16
+        unet = default_unet_config(conditioning_dim)
+        unet.update(block_out_channels=[32, 32, 64, 64], attention_head_dim=[1, 1, 2, 2])
+        vae = default_vae_config()
+        vae.update(block_out_channels=[32, 32, 32], layers_per_block=1)
+        vocoder = default_vocoder_config()
+        vocoder.update(upsample_initial_channel=64, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])
+        defaults = dict(
+            acoustic_codebook_size=128,
+            audiomae_hidden_size=hidden,
+            audiomae_num_layers=2,
+            audiomae_num_heads=2,
+            audiomae_intermediate_size=64,
+            audiomae_output_layers=[0, 1],
+            lstm_num_layers=1,
+            positional_encoding_dim=16,
+            unet_config=unet,
+            vae_config=vae,
+            vocoder_config=vocoder,
+        )
+        defaults.update(kwargs)
+        return cls(token_rate=token_rate, semantic_vocab_size=semantic_vocab_size, **defaults)
+
     def validate_architecture(self) -> None:
         """Reject inconsistent hyper-parameters early, with the values that disagree."""
         if len(self.pooling) != 2 or min(self.pooling) < 1:
@@ -238,6 +269,12 @@ class SemantiCodecConfig(PretrainedConfig):
                 f"unet_config cross_attention_dim {unet_cross} does not match the conditioning width "
                 f"{self.conditioning_dim} = 2 x feature_dim ({self.feature_dim}) + positional_encoding_dim "
                 f"({self.positional_encoding_dim}). Build the config with SemantiCodecConfig.from_variant."
+            )
+        bad_layers = [i for i in self.audiomae_output_layers if not 0 <= i < self.audiomae_num_layers]
+        if bad_layers:
+            raise ValueError(
+                f"audiomae_output_layers {bad_layers} are outside 0..{self.audiomae_num_layers - 1} "
+                f"(audiomae_num_layers={self.audiomae_num_layers})."
             )
         for name in ("semantic_vocab_size", "acoustic_codebook_size"):
             if getattr(self, name) < 2:

@@ -1,0 +1,356 @@
+"""SemantiCodecModel: the full codec (encoder + latent-diffusion decoder) as a transformers model.
+
+The heavy parts live in their own modules (`modeling_semanticodec_encoder`,
+`modeling_semanticodec_decoder`); this file batches windows of many items through them and keeps
+every per-item quirk of the original (token budget, window split, cross-fade, trim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import torch
+from transformers.modeling_utils import PreTrainedAudioTokenizerBase
+from transformers.utils import ModelOutput, logging
+
+from .conditioning import build_conditioning
+from .configuration_semanticodec import SemantiCodecConfig
+from .feature_extraction_semanticodec import reference_frame_count, reference_num_windows
+from .long_audio import overlap_add, reference_output_samples, split_into_windows
+from .modeling_semanticodec_decoder import SemantiCodecDecoder
+from .modeling_semanticodec_encoder import SemantiCodecEncoder
+
+logger = logging.get_logger(__name__)
+
+GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
+
+
+@dataclass
+class SemantiCodecEncoderOutput(ModelOutput):
+    """
+    Args:
+        audio_codes (`torch.LongTensor` of shape `(batch, 2, frames)`): row 0 semantic ids, row 1 acoustic ids,
+            trimmed per item to the original's token count; positions past an item's length hold 0.
+        audio_codes_mask (`torch.LongTensor` of shape `(batch, frames)`): 1 where a frame belongs to the item.
+        audio_codes_lengths (`torch.LongTensor` of shape `(batch,)`): frames per item.
+        conditioning (`torch.FloatTensor` of shape `(batch, windows * frames_per_window, conditioning_dim)`, *optional*):
+            the encoder's diffusion conditioning per window (untrimmed), when `return_conditioning=True`.
+    """
+
+    audio_codes: Optional[torch.LongTensor] = None
+    audio_codes_mask: Optional[torch.LongTensor] = None
+    audio_codes_lengths: Optional[torch.LongTensor] = None
+    conditioning: Optional[torch.FloatTensor] = None
+
+
+@dataclass
+class SemantiCodecDecoderOutput(ModelOutput):
+    """
+    Args:
+        audio_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): 16 kHz waveforms, zero-padded past
+            each item's length.
+        audio_values_lengths (`torch.LongTensor` of shape `(batch,)`): samples per item.
+    """
+
+    audio_values: Optional[torch.FloatTensor] = None
+    audio_values_lengths: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class SemantiCodecOutput(ModelOutput):
+    """Encode + decode result: the codes and the reconstruction (see the encoder/decoder outputs)."""
+
+    audio_codes: Optional[torch.LongTensor] = None
+    audio_codes_mask: Optional[torch.LongTensor] = None
+    audio_codes_lengths: Optional[torch.LongTensor] = None
+    audio_values: Optional[torch.FloatTensor] = None
+    audio_values_lengths: Optional[torch.LongTensor] = None
+
+
+class SemantiCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
+    config_class = SemantiCodecConfig
+    base_model_prefix = "semanticodec"
+    main_input_name = "input_features"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # Modules with values computed from the config (position codes, diffusion schedule) rebuild them here,
+        # because transformers leaves non-persistent buffers empty after `from_pretrained`.
+        if hasattr(module, "reset_computed_buffers"):
+            module.reset_computed_buffers()
+            return
+        super()._init_weights(module)
+
+
+class SemantiCodecModel(SemantiCodecPreTrainedModel):
+    """SemantiCodec: 16 kHz audio <-> (semantic, acoustic) id pairs at 12.5/25/50 frames per second."""
+
+    def __init__(self, config: SemantiCodecConfig):
+        super().__init__(config)
+        self.encoder = SemantiCodecEncoder(config)
+        self.decoder = SemantiCodecDecoder(config)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------ encode
+    def _window_counts(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: Optional[torch.Tensor],
+        num_samples: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        batch, frames = input_features.shape[:2]
+        window_frames = self.config.window_frames
+        if input_features_mask is not None:
+            counts = input_features_mask.reshape(batch, -1, window_frames)[..., 0].sum(-1).long()
+        elif num_samples is not None:
+            counts = torch.tensor([reference_num_windows(int(n)) for n in num_samples], dtype=torch.long)
+        else:
+            counts = torch.full((batch,), frames // window_frames, dtype=torch.long)
+        return counts.cpu()
+
+    def _check_features(self, input_features: torch.Tensor) -> None:
+        if not torch.is_tensor(input_features) or not input_features.is_floating_point():
+            raise ValueError(
+                "input_features must be a float tensor from SemantiCodecFeatureExtractor, got "
+                f"{type(input_features).__name__} {getattr(input_features, 'dtype', '')}."
+            )
+        if input_features.ndim != 3 or input_features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"input_features must have shape (batch, frames, {self.config.num_mel_bins}), got "
+                f"{tuple(input_features.shape)}. Use SemantiCodecFeatureExtractor to compute them from audio."
+            )
+        if input_features.shape[1] == 0 or input_features.shape[1] % self.config.window_frames:
+            raise ValueError(
+                f"input_features has {input_features.shape[1]} frames; it must be a positive multiple of "
+                f"{self.config.window_frames} (one 10.24 s window). Use SemantiCodecFeatureExtractor."
+            )
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: Optional[torch.Tensor] = None,
+        num_samples: Optional[torch.Tensor] = None,
+        return_conditioning: bool = False,
+        max_batch_size: Optional[int] = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> Union[SemantiCodecEncoderOutput, tuple]:
+        """Normalised fbank windows -> codes `(batch, 2, frames)`.
+
+        All windows of all items run through the encoder as one batch (chunked by `max_batch_size`);
+        windows are independent in the original, so each item gets exactly the codes it gets alone.
+        `num_samples` (from the feature extractor) sets each item's frame count the way the original does;
+        without it every window's frames are kept.
+        """
+        self._check_features(input_features)
+        batch = input_features.shape[0]
+        config = self.config
+        window_frames, frames_per_window = config.window_frames, config.frames_per_window
+        max_windows = input_features.shape[1] // window_frames
+        counts = self._window_counts(input_features, input_features_mask, num_samples)
+        if (counts < 1).any() or (counts > max_windows).any():
+            raise ValueError(f"Each item needs 1..{max_windows} windows; got window counts {counts.tolist()}.")
+
+        windows = input_features.reshape(batch, max_windows, window_frames, config.num_mel_bins)
+        valid = torch.arange(max_windows)[None, :] < counts[:, None]
+        flat = windows[valid.to(windows.device)]
+        semantic, acoustic, conditioning = [], [], []
+        chunk = max_batch_size or flat.shape[0]
+        for start in range(0, flat.shape[0], chunk):
+            out = self.encoder(flat[start : start + chunk], return_conditioning=return_conditioning)
+            semantic.append(out.semantic_ids)
+            acoustic.append(out.acoustic_ids)
+            if return_conditioning:
+                conditioning.append(out.conditioning)
+        semantic_ids = torch.cat(semantic).reshape(-1)
+        acoustic_ids = torch.cat(acoustic).reshape(-1)
+
+        if num_samples is not None:
+            lengths = torch.tensor(
+                [min(reference_frame_count(int(n), config.token_rate), int(c) * frames_per_window)
+                 for n, c in zip(num_samples, counts)],
+                dtype=torch.long,
+            )
+        else:
+            lengths = counts * frames_per_window
+        max_len = int(lengths.max())
+        device = semantic_ids.device
+        audio_codes = torch.zeros(batch, 2, max_len, dtype=torch.long, device=device)
+        mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        offset = 0
+        for item in range(batch):
+            n = int(lengths[item])
+            audio_codes[item, 0, :n] = semantic_ids[offset : offset + n]
+            audio_codes[item, 1, :n] = acoustic_ids[offset : offset + n]
+            mask[item, :n] = 1
+            offset += int(counts[item]) * frames_per_window
+
+        cond_out = None
+        if return_conditioning:
+            cond_flat = torch.cat(conditioning)
+            cond_out = cond_flat.new_zeros(batch, max_windows * frames_per_window, cond_flat.shape[-1])
+            offset = 0
+            for item in range(batch):
+                n = int(counts[item])
+                cond_out[item, : n * frames_per_window] = cond_flat[offset : offset + n].reshape(-1, cond_flat.shape[-1])
+                offset += n
+        output = SemantiCodecEncoderOutput(audio_codes, mask, lengths.to(device), cond_out)
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------------------------------ decode
+    def _check_codes(self, audio_codes: torch.Tensor, lengths: torch.Tensor) -> None:
+        if not torch.is_tensor(audio_codes) or audio_codes.dtype.is_floating_point or audio_codes.dtype == torch.bool:
+            raise ValueError(
+                f"audio_codes must be an integer tensor (batch, 2, frames), got {type(audio_codes).__name__} "
+                f"{getattr(audio_codes, 'dtype', '')}."
+            )
+        if audio_codes.ndim != 3 or audio_codes.shape[1] != 2:
+            raise ValueError(
+                f"audio_codes must have shape (batch, 2, frames) (row 0 semantic, row 1 acoustic), got "
+                f"{tuple(audio_codes.shape)}."
+            )
+        if audio_codes.shape[-1] == 0 or (lengths < 1).any():
+            raise ValueError(f"audio_codes has an item with no frames (lengths {lengths.tolist()}).")
+        if (lengths > audio_codes.shape[-1]).any():
+            raise ValueError(f"audio_codes_lengths {lengths.tolist()} exceed the {audio_codes.shape[-1]} frames given.")
+        limits = (self.config.semantic_vocab_size, self.config.acoustic_codebook_size)
+        valid = torch.arange(audio_codes.shape[-1], device=audio_codes.device)[None, :] < lengths.to(audio_codes.device)[:, None]
+        for stream, (name, limit) in enumerate(zip(("semantic", "acoustic"), limits)):
+            bad = valid & ((audio_codes[:, stream] < 0) | (audio_codes[:, stream] >= limit))
+            if bad.any():
+                item, frame = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"{name} id {int(audio_codes[item, stream, frame])} at item {item}, frame {frame} is out of range "
+                    f"[0, {limit}); {int(bad.sum())} ids are out of range in total. Codes must come from a model "
+                    f"with semantic_vocab_size={limits[0]} and acoustic_codebook_size={limits[1]}."
+                )
+
+    @staticmethod
+    def _per_item_generators(generator: GeneratorArg, seed, batch: int) -> Optional[List[torch.Generator]]:
+        if seed is not None:
+            seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(batch)]
+            if len(seeds) != batch:
+                raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch}.")
+            return [torch.Generator().manual_seed(int(s)) for s in seeds]
+        if generator is None:
+            return None
+        if isinstance(generator, torch.Generator):
+            return [generator] * batch
+        generators = list(generator)
+        if len(generators) != batch:
+            raise ValueError(f"Got {len(generators)} generators for a batch of {batch}; pass one per item.")
+        return generators
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        audio_codes: torch.Tensor,
+        audio_codes_lengths: Optional[torch.Tensor] = None,
+        audio_codes_mask: Optional[torch.Tensor] = None,
+        num_inference_steps: Optional[int] = None,
+        guidance_scale: Optional[float] = None,
+        eta: Optional[float] = None,
+        sampler: str = "ddim",
+        generator: GeneratorArg = None,
+        seed: Optional[Union[int, Sequence[int]]] = None,
+        noise: Optional[torch.Tensor] = None,
+        max_batch_size: Optional[int] = None,
+        progress: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> Union[SemantiCodecDecoderOutput, tuple]:
+        """Codes `(batch, 2, frames)` -> 16 kHz waveforms `(batch, 1, samples)`.
+
+        Long inputs are cut into the original's overlapping 10.24 s windows; all windows of all items go
+        through the diffusion sampler together (both guidance halves in the same UNet call), then are
+        cross-faded and trimmed per item exactly like the original. Sampling is stochastic (DDIM eta=1):
+        pass `seed` (an int, or one per item) or `generator` (one, or one per item) for reproducible output;
+        with one seed/generator per item, an item decodes to the same waveform in any batch.
+        """
+        if torch.is_tensor(audio_codes) and audio_codes.ndim == 2:
+            audio_codes = audio_codes[None]
+        batch = audio_codes.shape[0] if torch.is_tensor(audio_codes) and audio_codes.ndim == 3 else 0
+        if audio_codes_lengths is None:
+            if audio_codes_mask is not None:
+                audio_codes_lengths = audio_codes_mask.long().sum(-1)
+            elif batch:
+                audio_codes_lengths = torch.full((batch,), audio_codes.shape[-1], dtype=torch.long)
+        lengths = torch.as_tensor(audio_codes_lengths if audio_codes_lengths is not None else [], dtype=torch.long).cpu()
+        self._check_codes(audio_codes, lengths)
+        config = self.config
+        steps = num_inference_steps or config.num_inference_steps
+        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
+        eta = config.ddim_eta if eta is None else eta
+        item_generators = self._per_item_generators(generator, seed, batch)
+
+        device = self.decoder.scale_factor.device
+        audio_codes = audio_codes.to(device)
+        frames_per_window = config.frames_per_window
+        window_features, window_owner, window_generators = [], [], []
+        for item in range(batch):
+            for start, end in split_into_windows(int(lengths[item]), frames_per_window, config.decode_window_overlap):
+                codes = audio_codes[item, :, start:end]
+                window_features.append(self.encoder.codes_to_features(codes[0][None], codes[1][None]))
+                window_owner.append(item)
+                if item_generators is not None:
+                    window_generators.append(item_generators[item])
+        conditioning = torch.cat(
+            [build_conditioning(f, frames_per_window, self.encoder.positional_encoding) for f in window_features]
+        )
+        latents = self.decoder.sample_latents(
+            conditioning,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            eta=eta,
+            sampler=sampler,
+            generator=window_generators or None,
+            noise=noise,
+            max_batch_size=max_batch_size,
+            progress=progress,
+        )
+        waves = self.decoder.mel_to_waveform(self.decoder.latents_to_mel(latents, max_batch_size=max_batch_size),
+                                             max_batch_size=max_batch_size)
+
+        owner = torch.tensor(window_owner)
+        outputs = []
+        for item in range(batch):
+            assembled = overlap_add(waves[owner == item])
+            outputs.append(assembled[: reference_output_samples(int(lengths[item]), config.token_rate)])
+        out_lengths = torch.tensor([len(w) for w in outputs], dtype=torch.long)
+        audio_values = waves.new_zeros(batch, 1, int(out_lengths.max()))
+        for item, wave in enumerate(outputs):
+            audio_values[item, 0, : len(wave)] = wave
+        output = SemantiCodecDecoderOutput(audio_values, out_lengths.to(device))
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: Optional[torch.Tensor] = None,
+        num_samples: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
+        **decode_kwargs,
+    ) -> Union[SemantiCodecOutput, tuple]:
+        """Encode then decode; the reconstruction of each item has the original's output length."""
+        encoded = self.encode(input_features, input_features_mask=input_features_mask, num_samples=num_samples)
+        decoded = self.decode(encoded.audio_codes, audio_codes_lengths=encoded.audio_codes_lengths, **decode_kwargs)
+        output = SemantiCodecOutput(
+            audio_codes=encoded.audio_codes,
+            audio_codes_mask=encoded.audio_codes_mask,
+            audio_codes_lengths=encoded.audio_codes_lengths,
+            audio_values=decoded.audio_values,
+            audio_values_lengths=decoded.audio_values_lengths,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "SemantiCodecModel",
+    "SemantiCodecPreTrainedModel",
+    "SemantiCodecEncoderOutput",
+    "SemantiCodecDecoderOutput",
+    "SemantiCodecOutput",
+]
