@@ -1,10 +1,16 @@
 """Shared pytest setup: fixtures folder, the parity weight recipe, and the `slow` marker."""
 
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# The parity fixtures were made on an AMD CPU where MKL takes its SSE4.2 path; on AVX-512 Intel CPUs MKL's FFT
+# and GEMM round differently (up to 1e-3 on near-silent fbank bins). MKL_CBWR=COMPATIBLE selects the same
+# reproducible code path on every x86 CPU. It must be set before MKL's first call, i.e. before torch computes.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # makes tests/parity_weights.py importable from every test module
