@@ -1,0 +1,100 @@
+"""Long-audio decoding of SemantiCodec: the original's overlapping decode windows, linear cross-fade and trim.
+
+The numbers follow the original bit for bit (spec section 13), including its drift: a decoded window is
+163872 samples (160 x 1024 + 32) while windows start every `W - overlap` frames, so each later window lands
+32 samples later than its codes' time, and the 10240-sample cross-fade includes those 32 samples.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+
+SAMPLING_RATE = 16000
+WINDOW_SECONDS = 10.24
+DEFAULT_OVERLAP_RATIO = 0.0625
+# int(10.24 * 0.0625 * 16000): the 0.64 s cross-fade of the original, in samples.
+DEFAULT_OVERLAP_SAMPLES = int(WINDOW_SECONDS * DEFAULT_OVERLAP_RATIO * SAMPLING_RATE)
+
+
+def split_into_windows(
+    num_frames: int, frames_per_window: int, overlap_ratio: float = DEFAULT_OVERLAP_RATIO
+) -> List[Tuple[int, int]]:
+    """Frame ranges `[start, end)` of the original's decode windows.
+
+    Windows of `W` frames start every `W - int(W * overlap_ratio)` frames while a full window still leaves
+    frames after it; the remainder (1..W frames) is the last window. T == W gives one window, T == W + 1 a
+    second window of `overlap + 1` frames. Zero frames give no window.
+    """
+    if num_frames < 0 or frames_per_window < 1:
+        raise ValueError(f"need num_frames >= 0 and frames_per_window >= 1, got {num_frames}, {frames_per_window}.")
+    overlap = int(frames_per_window * overlap_ratio)
+    if not 0 <= overlap < frames_per_window:
+        raise ValueError(
+            f"overlap_ratio={overlap_ratio} gives {overlap} overlap frames for {frames_per_window}-frame windows."
+        )
+    windows, start = [], 0
+    while start + frames_per_window < num_frames:
+        windows.append((start, start + frames_per_window))
+        start += frames_per_window - overlap
+    if num_frames - start > 0:
+        windows.append((start, num_frames))
+    return windows
+
+
+def linear_ramp(num: int, start: float, stop: float, device=None) -> torch.Tensor:
+    """`numpy.linspace(start, stop, num)` bit for bit, in float64 (torch.linspace rounds differently)."""
+    if num == 1:
+        return torch.full((1,), float(start), dtype=torch.float64, device=device)
+    step = (stop - start) / (num - 1)
+    ramp = torch.arange(num, dtype=torch.float64, device=device) * step + start
+    ramp[-1] = stop
+    return ramp
+
+
+def overlap_add(windows: torch.Tensor, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES) -> torch.Tensor:
+    """Join waveforms `[n, L]` (one per decode window) into `[L + (n - 1) (L - overlap)]`.
+
+    Exactly the original's linear cross-fade: the running output's last `overlap_samples` are multiplied by
+    `linspace(1, 0)`, the next window's first ones by `linspace(0, 1)` (float64 ramps, each product rounded
+    back to the waveform dtype), the two are added, then the rest of the window is appended.
+    """
+    if windows.ndim != 2 or windows.shape[0] == 0:
+        raise ValueError(f"windows must be [n >= 1, samples], got {list(windows.shape)}.")
+    count, length = windows.shape
+    if count == 1 or overlap_samples <= 0:
+        return windows.reshape(-1).clone()
+    if overlap_samples > length:
+        raise ValueError(f"overlap_samples={overlap_samples} exceeds the window length {length}.")
+    fade_in = linear_ramp(overlap_samples, 0.0, 1.0, windows.device)
+    fade_out = linear_ramp(overlap_samples, 1.0, 0.0, windows.device)
+    hop = length - overlap_samples
+    output = windows.new_empty(length + (count - 1) * hop)
+    output[:length] = windows[0]
+    end = length
+    for window in windows[1:]:
+        tail = output[end - overlap_samples : end]
+        faded_tail = (tail.double() * fade_out).to(windows.dtype)
+        faded_head = (window[:overlap_samples].double() * fade_in).to(windows.dtype)
+        output[end - overlap_samples : end] = faded_tail + faded_head
+        output[end : end + hop] = window[overlap_samples:]
+        end += hop
+    return output
+
+
+def reference_output_samples(num_frames: int, token_rate: int, sampling_rate: int = SAMPLING_RATE) -> int:
+    """Samples the original keeps for `num_frames` frames: `int(((T / 8) * 16 * 0.01 * K) * 16000)`, evaluated
+    left to right in double and truncated (K = 100 / token_rate)."""
+    stack_factor = 100 / token_rate
+    return int(((num_frames / 8) * 16 * 0.01 * stack_factor) * sampling_rate)
+
+
+__all__ = [
+    "DEFAULT_OVERLAP_RATIO",
+    "DEFAULT_OVERLAP_SAMPLES",
+    "split_into_windows",
+    "linear_ramp",
+    "overlap_add",
+    "reference_output_samples",
+]

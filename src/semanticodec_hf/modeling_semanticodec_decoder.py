@@ -1,0 +1,479 @@
+"""The SemantiCodec decoder: conditioning -> latent diffusion (UNet, v-prediction) -> VAE -> HiFi-GAN.
+
+The three networks are the library classes that express the original modules exactly
+(`diffusers.AudioLDM2UNet2DConditionModel`, `diffusers.AutoencoderKL`, `transformers.SpeechT5HifiGan`);
+this module only adds the diffusion schedule, the original DDIM sampler and the batching over windows.
+Everything here works on N independent 10.24 s windows at once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from diffusers import (
+    AudioLDM2UNet2DConditionModel,
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
+from torch import nn
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+from .conditioning import unconditional_conditioning
+from .configuration_semanticodec import SemantiCodecConfig
+
+GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
+
+# Faster solvers offered next to the reference DDIM: name -> (diffusers scheduler class, extra kwargs).
+# All are deterministic given x_T (ODE solvers), so they consume exactly one noise draw per window.
+DIFFUSERS_SAMPLERS: Dict[str, tuple] = {
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": (UniPCMultistepScheduler, {"solver_order": 2}),
+}
+SAMPLERS = ("ddim",) + tuple(DIFFUSERS_SAMPLERS)
+
+# Buffers of the original `LatentDiffusion`, in its registration order (all recomputable from the config).
+SCHEDULE_BUFFER_NAMES = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
+# The subset the sampler reads; kept on the module as non-persistent buffers.
+_SAMPLER_BUFFERS = ("betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
+
+
+# --------------------------------------------------------------------------------------------- schedule
+def diffusion_schedule(
+    num_train_timesteps: int = 1000, beta_start: float = 0.0015, beta_end: float = 0.0195
+) -> Dict[str, torch.Tensor]:
+    """The original's 12 schedule arrays, bit-identical to its buffers.
+
+    LDM's "linear" schedule (diffusers: "scaled_linear"): betas from a float64 torch linspace of the square
+    roots, every derived array computed in float64 with numpy, then rounded to float32 once.
+    """
+    # Explicit CPU: the values must exist even when the module is built under a meta-device context.
+    root_betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64, device="cpu")
+    betas = (root_betas**2).numpy()
+    alphas = 1.0 - betas
+    alphas_cumprod = np.cumprod(alphas, axis=0)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)  # v_posterior = 0
+    values = {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
+        "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
+        "log_one_minus_alphas_cumprod": np.log(1.0 - alphas_cumprod),
+        "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod - 1),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": np.log(np.maximum(posterior_variance, 1e-20)),
+        "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+        "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
+    }
+    return {name: torch.tensor(values[name], dtype=torch.float32, device="cpu") for name in SCHEDULE_BUFFER_NAMES}
+
+
+def _reference_step_count_problem(num_inference_steps: int, num_train_timesteps: int) -> Optional[str]:
+    if not isinstance(num_inference_steps, (int, np.integer)) or isinstance(num_inference_steps, bool):
+        return f"num_inference_steps must be an int, got {num_inference_steps!r}"
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        return f"num_inference_steps must be in 1..{num_train_timesteps}, got {num_inference_steps}"
+    spacing = num_train_timesteps // num_inference_steps
+    if (num_train_timesteps - 1) % spacing == 0:
+        return (
+            f"num_inference_steps={num_inference_steps} gives the spacing {num_train_timesteps} // "
+            f"{num_inference_steps} = {spacing}, which divides {num_train_timesteps - 1}, so the original's "
+            f"'uniform' timesteps reach t = {num_train_timesteps} (out of range; the original sampler crashes)"
+        )
+    return None
+
+
+def valid_ddim_step_counts(num_train_timesteps: int = 1000) -> List[int]:
+    """Step counts the original DDIM accepts (it crashes on the others, e.g. 3, 9, 27, 36, 37, 101..111)."""
+    steps = range(1, num_train_timesteps + 1)
+    return [s for s in steps if _reference_step_count_problem(s, num_train_timesteps) is None]
+
+
+def reference_ddim_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000) -> torch.LongTensor:
+    """The original's DDIM timesteps, DESCENDING: `range(0, T, T // S) + 1` reversed.
+
+    It runs `ceil(T / (T // S))` steps, more than S when S does not divide T (S = 30 -> 31 steps, 991..1).
+    Raises `ValueError` for the counts that crash the original, naming the nearest valid ones.
+    """
+    problem = _reference_step_count_problem(num_inference_steps, num_train_timesteps)
+    if problem is not None:
+        valid = valid_ddim_step_counts(num_train_timesteps)
+        nearby = []
+        if isinstance(num_inference_steps, (int, np.integer)):
+            below = [s for s in valid if s < num_inference_steps]
+            above = [s for s in valid if s > num_inference_steps]
+            nearby = below[-2:] + above[:2]
+        raise ValueError(
+            f"{problem}. Nearby valid step counts: {nearby or valid[:5]}. (Counts that divide "
+            f"{num_train_timesteps}, e.g. 5, 10, 20, 25, 50, 100, 200, run exactly that many steps.)"
+        )
+    spacing = num_train_timesteps // int(num_inference_steps)
+    return (torch.arange(0, num_train_timesteps, spacing, dtype=torch.long) + 1).flip(0)
+
+
+def ddim_sampling_parameters(
+    alphas_cumprod: torch.Tensor, timesteps: torch.LongTensor, eta: float
+) -> Dict[str, torch.Tensor]:
+    """Per-step `alpha_prev` and `sigma` (float32, aligned with the descending `timesteps`), as the original.
+
+    The original mixes a float32 tensor and float64 numpy arrays: `1 - alpha` is rounded to float32, the rest
+    of sigma is float64; `alpha_prev` of the last step is `alphas_cumprod[0]` (not 1).
+    """
+    alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float32)
+    ascending = timesteps.cpu().flip(0)
+    alphas = alphas_cumprod[ascending]  # float32
+    alphas_prev = torch.cat([alphas_cumprod[:1], alphas_cumprod[ascending[:-1]]]).double()
+    one_minus_alphas = (1 - alphas).double()  # rounded in float32 first, as in the original
+    sigmas = eta * torch.sqrt((1 - alphas_prev) / one_minus_alphas * (1 - alphas.double() / alphas_prev))
+    return {"alphas_prev": alphas_prev.float().flip(0), "sigmas": sigmas.float().flip(0)}
+
+
+# ------------------------------------------------------------------------------------------------ noise
+def _forked_generators(generators: List[torch.Generator], draws: int, shape: Sequence[int]) -> List[torch.Generator]:
+    """One private generator per window that yields what the window would get in a sequential decode.
+
+    The original draws all of a window's noise (x_T, then one per step) before the next window starts. When
+    several windows share a generator, window k's stream starts where window k-1's ended: fork the state,
+    then advance the shared generator past the window's draws (same calls, so the same state on any device).
+    Generators used by a single window are used directly.
+    """
+    counts: Dict[int, int] = {}
+    for g in generators:
+        counts[id(g)] = counts.get(id(g), 0) + 1
+    out = []
+    for g in generators:
+        if counts[id(g)] == 1:
+            out.append(g)
+            continue
+        fork = torch.Generator(device=g.device)
+        fork.set_state(g.get_state())
+        out.append(fork)
+        for _ in range(draws):
+            torch.randn(shape, generator=g, device=g.device)
+    return out
+
+
+def _default_generator(device: torch.device) -> torch.Generator:
+    """The global generator `torch.randn(..., device=device)` uses (the original's noise source)."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
+
+
+class _WindowNoise:
+    """Noise draw k (0 = x_T, then one per step) for every window, from explicit tensors or generators."""
+
+    def __init__(
+        self,
+        num_windows: int,
+        draws: int,
+        shape: Sequence[int],
+        device: torch.device,
+        generator: GeneratorArg = None,
+        noise: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
+    ):
+        self.shape, self.device, self.draws = tuple(shape), device, draws
+        self.noise = None
+        self.generators = None
+        if noise is not None:
+            if generator is not None:
+                raise ValueError("Pass either `noise` or `generator`, not both.")
+            stacked = torch.stack(list(noise)) if not torch.is_tensor(noise) else noise
+            expected = (num_windows, draws) + self.shape
+            shape = tuple(stacked.shape)
+            # more draws than needed are fine (e.g. a DDIM noise record replayed with a one-draw solver)
+            if len(shape) != len(expected) or shape[0] != num_windows or shape[1] < draws or shape[2:] != self.shape:
+                raise ValueError(
+                    f"noise must hold {draws} draws per window: shape {list(expected)} (windows, draws, channels, "
+                    f"time, freq), got {list(stacked.shape)}."
+                )
+            self.noise = stacked
+            return
+        if generator is None or isinstance(generator, torch.Generator):
+            generators = [generator if generator is not None else _default_generator(device)] * num_windows
+        else:
+            generators = list(generator)
+            if len(generators) != num_windows:
+                raise ValueError(f"Got {len(generators)} generators for {num_windows} windows; pass one per window.")
+        self.generators = _forked_generators(generators, draws, (1,) + self.shape)
+
+    def __call__(self, index: int) -> torch.Tensor:
+        if self.noise is not None:
+            return self.noise[:, index].to(self.device, torch.float32)
+        draws = [torch.randn((1,) + self.shape, generator=g, device=g.device) for g in self.generators]
+        return torch.cat([d.to(self.device) for d in draws]).float()
+
+
+# ---------------------------------------------------------------------------------------------- decoder
+def _chunks(total: int, max_batch_size: Optional[int]) -> List[slice]:
+    size = max_batch_size or total
+    if size < 1:
+        raise ValueError(f"max_batch_size must be positive, got {max_batch_size}.")
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+class SemantiCodecDecoder(nn.Module):
+    """Latent-diffusion decoder of SemantiCodec, batched over windows.
+
+    State-dict keys: `unet.*` (diffusers AudioLDM2 UNet), `vae.*` (diffusers AutoencoderKL, encoder included for
+    training recipes), `vocoder.*` (transformers SpeechT5HifiGan), `scale_factor` (0-d, the checkpoint's learned
+    latent scale). The schedule buffers are recomputed from the config, not saved.
+    """
+
+    def __init__(self, config: SemantiCodecConfig):
+        super().__init__()
+        self.config = config
+        self.unet = AudioLDM2UNet2DConditionModel(**config.unet_config)
+        self.vae = AutoencoderKL(**config.vae_config)
+        self.vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**config.vocoder_config))
+        self.register_buffer("scale_factor", torch.tensor(config.scale_factor, dtype=torch.float32), persistent=True)
+        for name, value in self._compute_schedule().items():
+            self.register_buffer(name, value, persistent=False)
+
+    # ------------------------------------------------------------------------------------ computed buffers
+    def _compute_schedule(self, device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
+        schedule = diffusion_schedule(self.config.num_train_timesteps, self.config.beta_start, self.config.beta_end)
+        return {name: schedule[name].to(device) if device is not None else schedule[name] for name in _SAMPLER_BUFFERS}
+
+    def reset_computed_buffers(self) -> None:
+        """Recompute the schedule (not saved; left empty by meta-device or `from_pretrained` loading)."""
+        for name, value in self._compute_schedule(self.scale_factor.device).items():
+            setattr(self, name, value)
+
+    @property
+    def latent_shape(self) -> tuple:
+        """Shape of one window's latent: (channels, time, freq) = (8, 256, 16)."""
+        return (self.config.latent_channels, self.config.latent_time_size, self.config.latent_freq_size)
+
+    @property
+    def feature_width(self) -> int:
+        """Conditioning channels that carry features (the rest is the position code): 2 x feature_dim."""
+        return 2 * self.config.feature_dim
+
+    # ------------------------------------------------------------------------------------------- the UNet
+    def predict_v(
+        self,
+        latents: torch.Tensor,
+        timesteps: Union[torch.Tensor, int],
+        conditioning: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        max_batch_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """UNet v-prediction for latents `[B, 8, 256, 16]` at integer DDPM timesteps (int or `[B]`).
+
+        `attention_mask` `[B, W]` masks conditioning rows (1 = attend); the original passes all ones, which
+        equals no mask. Runs in chunks of `max_batch_size` rows.
+        """
+        batch = latents.shape[0]
+        timesteps = torch.as_tensor(timesteps, device=latents.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(batch)
+        dtype = self.unet.dtype
+        outputs = []
+        for part in _chunks(batch, max_batch_size):
+            mask = attention_mask[part].to(dtype) if attention_mask is not None else None
+            outputs.append(
+                self.unet(
+                    latents[part].to(dtype),
+                    timesteps[part],
+                    encoder_hidden_states=conditioning[part].to(dtype),
+                    encoder_attention_mask=mask,
+                    return_dict=False,
+                )[0]
+            )
+        return torch.cat(outputs).to(latents.dtype)
+
+    def _guided_v(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        conditioning: torch.Tensor,
+        unconditional: Optional[torch.Tensor],
+        guidance_scale: float,
+        max_batch_size: Optional[int],
+    ) -> torch.Tensor:
+        """Classifier-free guidance with both halves in one UNet batch: `v_u + g (v_c - v_u)`."""
+        if unconditional is None:
+            return self.predict_v(latents, timestep, conditioning, max_batch_size=max_batch_size)
+        both = self.predict_v(
+            torch.cat([latents, latents]),
+            timestep,
+            torch.cat([unconditional, conditioning]),
+            max_batch_size=max_batch_size,
+        )
+        v_uncond, v_cond = both.chunk(2)
+        return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+    # ---------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        conditioning: torch.Tensor,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 2.0,
+        eta: float = 1.0,
+        sampler: str = "ddim",
+        generator: GeneratorArg = None,
+        noise: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
+        max_batch_size: Optional[int] = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Conditioning `[N, W, C]` of N windows -> latents `[N, 8, 256, 16]` (before `1 / scale_factor`).
+
+        `sampler="ddim"` is the original sampler (its timesteps, float64 sigmas, a noise draw at every step
+        including the last; `eta` applies only here). `"dpmsolver++"` / `"unipc"` are diffusers solvers on the
+        same schedule (v-prediction) for fewer steps; they draw x_T only.
+
+        Noise per window: x_T first, then one draw per DDIM step, in that order. `generator`: one
+        `torch.Generator` (windows consume it one after another, as the original consumes the global RNG, so
+        `torch.Generator().manual_seed(s)` on CPU reproduces the original run after `torch.manual_seed(s)`), or
+        a list with one per window (then a window's result does not depend on the batch). None uses the global
+        RNG. `noise`: explicit draws `[N, draws, 8, 256, 16]` (or a list of `[draws, 8, 256, 16]`), to replay
+        a reference run.
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
+        if conditioning.ndim != 3:
+            raise ValueError(f"conditioning must be [windows, frames, channels], got {list(conditioning.shape)}.")
+        device = self.scale_factor.device
+        conditioning = conditioning.to(device)
+        num_windows = conditioning.shape[0]
+        unconditional = None
+        if guidance_scale != 1.0:
+            unconditional = unconditional_conditioning(conditioning, self.feature_width)
+
+        if sampler == "ddim":
+            timesteps = reference_ddim_timesteps(num_inference_steps, self.config.num_train_timesteps)
+            draws = 1 + len(timesteps)
+        else:
+            timesteps, draws = None, 1
+        source = _WindowNoise(num_windows, draws, self.latent_shape, device, generator=generator, noise=noise)
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self._guided_v(x, t, conditioning, unconditional, guidance_scale, max_batch_size)
+
+        if sampler == "ddim":
+            return self._ddim_loop(guided, source, timesteps, eta, progress)
+        return self._diffusers_loop(guided, source, sampler, num_inference_steps, progress)
+
+    def _ddim_loop(
+        self,
+        guided: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        source: _WindowNoise,
+        timesteps: torch.LongTensor,
+        eta: float,
+        progress: bool,
+    ) -> torch.Tensor:
+        """The original DDIM step (v-prediction), written out rather than via diffusers' DDIMScheduler, which takes
+        sigma and sqrt(alpha) in float32 (the reference: float64 / float64-derived buffers, ~1e-6 apart) and needs
+        its timestep list patched whenever S does not divide 1000."""
+        params = ddim_sampling_parameters(self.alphas_cumprod, timesteps, eta)
+        device = self.scale_factor.device
+        x = source(0)
+        steps = range(len(timesteps))
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="DDIM", total=len(timesteps))
+        for i in steps:
+            t = timesteps[i].to(device)
+            v = guided(x, t)
+            sqrt_alpha = self.sqrt_alphas_cumprod[t]
+            sqrt_one_minus_alpha = self.sqrt_one_minus_alphas_cumprod[t]
+            eps = sqrt_alpha * v + sqrt_one_minus_alpha * x
+            x0 = sqrt_alpha * x - sqrt_one_minus_alpha * v
+            alpha_prev = params["alphas_prev"][i].to(device)
+            sigma = params["sigmas"][i].to(device)
+            direction = (1.0 - alpha_prev - sigma**2).sqrt() * eps
+            x = alpha_prev.sqrt() * x0 + direction + sigma * source(1 + i)
+        return x
+
+    def _diffusers_loop(
+        self,
+        guided: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        source: _WindowNoise,
+        sampler: str,
+        num_inference_steps: int,
+        progress: bool,
+    ) -> torch.Tensor:
+        scheduler_class, extra = DIFFUSERS_SAMPLERS[sampler]
+        scheduler = scheduler_class(
+            num_train_timesteps=self.config.num_train_timesteps,
+            trained_betas=self.betas.detach().cpu().numpy(),
+            prediction_type="v_prediction",
+            **extra,
+        )
+        device = self.scale_factor.device
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        x = source(0) * scheduler.init_noise_sigma
+        steps = scheduler.timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=sampler)
+        for t in steps:
+            v = guided(scheduler.scale_model_input(x, t), t)
+            x = scheduler.step(v, t, x, return_dict=False)[0]
+        return x
+
+    # -------------------------------------------------------------------------------- VAE and vocoder
+    @torch.no_grad()
+    def latents_to_mel(self, latents: torch.Tensor, max_batch_size: Optional[int] = None) -> torch.Tensor:
+        """Latents `[N, 8, 256, 16]` -> log-mel `[N, 1, 1024, 64]`: VAE decode of `(1 / scale_factor) * z`
+        (reciprocal first, then the product, as the original rounds it)."""
+        scale = 1.0 / self.scale_factor
+        dtype = self.vae.dtype
+        mels = [
+            self.vae.decode((scale * latents[part]).to(dtype), return_dict=False)[0]
+            for part in _chunks(latents.shape[0], max_batch_size)
+        ]
+        return torch.cat(mels).float()
+
+    @torch.no_grad()
+    def mel_to_waveform(self, mel: torch.Tensor, max_batch_size: Optional[int] = None) -> torch.Tensor:
+        """Log-mel `[N, 1, 1024, 64]` (or `[N, 1024, 64]`) -> 16 kHz waveforms `[N, 163872]` (160 x frames + 32)."""
+        if mel.ndim == 4:
+            mel = mel.squeeze(1)
+        dtype = self.vocoder.dtype
+        waves = [
+            self.vocoder(mel[part].to(dtype)).reshape(mel[part].shape[0], -1)
+            for part in _chunks(mel.shape[0], max_batch_size)
+        ]
+        return torch.cat(waves).float()
+
+    @torch.no_grad()
+    def forward(
+        self, conditioning: torch.Tensor, max_batch_size: Optional[int] = None, **sample_kwargs
+    ) -> torch.Tensor:
+        """Conditioning `[N, W, C]` -> waveforms `[N, 163872]`, one per window (see `sample_latents`)."""
+        latents = self.sample_latents(conditioning, max_batch_size=max_batch_size, **sample_kwargs)
+        return self.mel_to_waveform(self.latents_to_mel(latents, max_batch_size), max_batch_size)
+
+
+__all__ = [
+    "SemantiCodecDecoder",
+    "SAMPLERS",
+    "SCHEDULE_BUFFER_NAMES",
+    "diffusion_schedule",
+    "ddim_sampling_parameters",
+    "reference_ddim_timesteps",
+    "valid_ddim_step_counts",
+]
