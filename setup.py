@@ -28,7 +28,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6"],
+        "bpe": ["sentencepiece>=0.2"],  # optional acoustic BPE over the semantic stream
+        "dev": ["pytest>=7", "hypothesis>=6", "sentencepiece>=0.2"],
     },
     entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
 )

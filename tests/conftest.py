@@ -8,6 +8,8 @@ from pathlib import Path
 # and GEMM round differently (up to 1e-3 on near-silent fbank bins). MKL_CBWR=COMPATIBLE selects the same
 # reproducible code path on every x86 CPU. It must be set before MKL's first call, i.e. before torch computes.
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+# Spinning OpenMP workers starve each other (and forked dataset workers) on a 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,9 +1,47 @@
-"""semanticodec-hf: SemantiCodec as Hugging Face software."""
+"""semanticodec-hf: SemantiCodec as Hugging Face software.
+
+Importing the package registers the `semanticodec` model type with `AutoConfig`,
+`AutoFeatureExtractor`, `AutoModel` and `AutoModelForAudioTokenization`.
+"""
 
 from .configuration_semanticodec import (
     PUBLISHED_SEMANTIC_VOCAB_SIZES,
     PUBLISHED_TOKEN_RATES,
     SemantiCodecConfig,
 )
+from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+from .modeling_semanticodec import (
+    SemantiCodecDecoderOutput,
+    SemantiCodecEncoderOutput,
+    SemantiCodecModel,
+    SemantiCodecOutput,
+    SemantiCodecPreTrainedModel,
+)
 
-__all__ = ["SemantiCodecConfig", "PUBLISHED_TOKEN_RATES", "PUBLISHED_SEMANTIC_VOCAB_SIZES"]
+__version__ = "0.1.0.dev0"
+
+
+def register_auto_classes() -> None:
+    """Make the transformers Auto classes resolve `model_type="semanticodec"` (idempotent)."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioTokenization
+
+    AutoConfig.register(SemantiCodecConfig.model_type, SemantiCodecConfig, exist_ok=True)
+    AutoFeatureExtractor.register(SemantiCodecConfig, SemantiCodecFeatureExtractor, exist_ok=True)
+    AutoModel.register(SemantiCodecConfig, SemantiCodecModel, exist_ok=True)
+    AutoModelForAudioTokenization.register(SemantiCodecConfig, SemantiCodecModel, exist_ok=True)
+
+
+register_auto_classes()
+
+__all__ = [
+    "PUBLISHED_SEMANTIC_VOCAB_SIZES",
+    "PUBLISHED_TOKEN_RATES",
+    "SemantiCodecConfig",
+    "SemantiCodecDecoderOutput",
+    "SemantiCodecEncoderOutput",
+    "SemantiCodecFeatureExtractor",
+    "SemantiCodecModel",
+    "SemantiCodecOutput",
+    "SemantiCodecPreTrainedModel",
+    "register_auto_classes",
+]

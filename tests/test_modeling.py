@@ -1,0 +1,177 @@
+"""SemantiCodecModel as a transformers model: sizes of the 12 variants, Auto classes, save/load,
+batching that never changes an item's result, and clear errors on bad codes."""
+
+import gzip
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioTokenization
+
+import semanticodec_hf  # noqa: F401  (registers the Auto classes)
+from semanticodec_hf import (
+    PUBLISHED_SEMANTIC_VOCAB_SIZES,
+    PUBLISHED_TOKEN_RATES,
+    SemantiCodecConfig,
+    SemantiCodecFeatureExtractor,
+    SemantiCodecModel,
+)
+from parity_weights import FIXTURES
+
+
+def _used_original_parameters(token_rate: int) -> int:
+    """Parameters of the official checkpoints that inference uses: everything but the unused MAE decoder
+    (`audiomae.model.decoder_*`, `mask_token`) and the frozen, unused `logvar`."""
+    total = 0
+    for part in ("encoder", "decoder"):
+        with gzip.open(FIXTURES / "manifests" / f"{part}_tokenrate_{token_rate}.json.gz", "rt") as f:
+            for entry in json.load(f):
+                key = entry["key"]
+                unused = key.startswith(("audiomae.model.decoder", "audiomae.model.mask_token")) or key == "logvar"
+                if entry["kind"] == "parameter" and not unused:
+                    total += math.prod(entry["shape"])
+    return total
+
+
+@pytest.mark.parametrize("token_rate", PUBLISHED_TOKEN_RATES)
+@pytest.mark.parametrize("vocab", PUBLISHED_SEMANTIC_VOCAB_SIZES)
+def test_every_variant_has_the_published_size(token_rate, vocab):
+    config = SemantiCodecConfig.from_variant(token_rate, vocab)
+    with torch.device("meta"):
+        model = SemantiCodecModel(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert parameters == _used_original_parameters(token_rate)
+    assert model.encoder.semantic_quantizer.centroids.shape == (vocab, config.feature_dim)
+    assert model.encoder.acoustic_quantizer.codebook.shape == (8192, config.feature_dim)
+
+
+# ------------------------------------------------------------------------------------------ tiny model
+def _informative_tiny_model(token_rate: int = 100, seed: int = 0) -> SemantiCodecModel:
+    """A tiny random model whose codebooks are spread over its own feature space, so ids vary."""
+    torch.manual_seed(seed)
+    config = SemantiCodecConfig.tiny(token_rate=token_rate)
+    model = SemantiCodecModel(config).eval()
+    with torch.no_grad():
+        model.encoder.semantic_quantizer.centroids.normal_(0, 0.5)
+        model.encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
+        # The default init (std 0.01) shrinks the signal ~10x per vocoder layer, leaving ~1e-9 waveforms that any
+        # comparison would pass; fan-in scaling keeps decoded audio at a magnitude a test can tell apart.
+        for name, parameter in model.decoder.vocoder.named_parameters():
+            if name.endswith("weight") and parameter.ndim > 1:
+                parameter.normal_(0, (parameter[0].numel()) ** -0.5)
+    return model
+
+
+def _audio(seconds: float, seed: int, sampling_rate: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    tone = 0.3 * np.sin(2 * np.pi * (200 + 300 * seed) * t * (1 + 0.2 * t))
+    return (tone + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = _informative_tiny_model()
+    return model, SemantiCodecFeatureExtractor()
+
+
+def test_auto_classes_resolve_and_round_trip(tiny, tmp_path):
+    model, feature_extractor = tiny
+    model.save_pretrained(tmp_path)
+    feature_extractor.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), SemantiCodecConfig)
+    assert isinstance(AutoFeatureExtractor.from_pretrained(tmp_path), SemantiCodecFeatureExtractor)
+    for auto in (AutoModel, AutoModelForAudioTokenization):
+        loaded = auto.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, SemantiCodecModel)
+        original_state, loaded_state = model.state_dict(), loaded.state_dict()
+        assert original_state.keys() == loaded_state.keys()
+        for key, value in original_state.items():
+            assert torch.equal(value, loaded_state[key]), key
+        # values computed from the config (not saved) must be rebuilt, not left empty
+        for (name, a), (_, b) in zip(model.named_buffers(), loaded.named_buffers()):
+            assert torch.equal(a, b), name
+    inputs = feature_extractor(_audio(3.0, 1), sampling_rate=16000)
+    assert torch.equal(model.encode(**inputs).audio_codes, loaded.encode(**inputs).audio_codes)
+
+
+def test_batch_of_different_lengths_equals_each_item_alone(tiny):
+    model, feature_extractor = tiny
+    clips = [_audio(3.0, 1), _audio(12.05, 2), _audio(0.5, 3)]
+    batch = model.encode(**feature_extractor(clips, sampling_rate=16000))
+    assert len(torch.unique(batch.audio_codes[1, 0, : batch.audio_codes_lengths[1]])) > 3, "ids must vary"
+    for index, clip in enumerate(clips):
+        alone = model.encode(**feature_extractor(clip, sampling_rate=16000))
+        n = int(alone.audio_codes_lengths[0])
+        assert int(batch.audio_codes_lengths[index]) == n
+        assert torch.equal(batch.audio_codes[index, :, :n], alone.audio_codes[0])
+        assert batch.audio_codes_mask[index].sum() == n
+        assert (batch.audio_codes[index, :, n:] == 0).all()
+
+
+def test_frame_counts_follow_the_original_token_budget(tiny):
+    model, feature_extractor = tiny
+    # seconds -> frames at 100 tokens/s (spec table: 1.00 s -> 57 frames, 10.24 s -> 520, 12.05 s -> 608)
+    for seconds, frames in [(1.0, 57), (10.24, 520), (12.05, 608)]:
+        out = model.encode(**feature_extractor(np.full(int(round(seconds * 16000)), 0.1, np.float32) +
+                                               _audio(seconds, 0)[: int(round(seconds * 16000))],
+                                               sampling_rate=16000))
+        assert out.audio_codes.shape == (1, 2, frames)
+
+
+def test_decode_batch_equals_items_alone_with_seeds(tiny):
+    model, _ = tiny
+    generator = torch.Generator().manual_seed(5)
+    codes = torch.stack([
+        torch.randint(0, 64, (700,), generator=generator),
+        torch.randint(0, 128, (700,), generator=generator),
+    ])[None].repeat(2, 1, 1)
+    lengths = torch.tensor([700, 120])
+    kwargs = dict(num_inference_steps=2)
+    batch = model.decode(codes, audio_codes_lengths=lengths, seed=[11, 12], **kwargs)
+    first = model.decode(codes[:1], seed=[11], **kwargs)
+    second = model.decode(codes[1:, :, :120], seed=[12], **kwargs)
+    assert batch.audio_values_lengths.tolist() == [first.audio_values.shape[-1], second.audio_values.shape[-1]]
+    for reference in (first, second):
+        assert reference.audio_values.abs().max() > 1e-2, "decoded audio too small for the comparison to mean anything"
+    # batched GEMMs may sum in another order than the single-item ones: float32 rounding, nothing more
+    torch.testing.assert_close(batch.audio_values[0, :, : batch.audio_values_lengths[0]], first.audio_values[0],
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(batch.audio_values[1, :, : batch.audio_values_lengths[1]], second.audio_values[0],
+                               rtol=0, atol=1e-5)
+    different_seed = model.decode(codes[:1], seed=[99], **kwargs)
+    assert (different_seed.audio_values - first.audio_values).abs().max() > 1e-3, "the seed must matter"
+    again = model.decode(codes[:1], seed=[11], **kwargs)
+    assert torch.equal(again.audio_values, first.audio_values)
+
+
+def test_decode_rejects_bad_codes(tiny):
+    model, _ = tiny
+    good = torch.zeros(1, 2, 60, dtype=torch.long)
+    bad = good.clone()
+    bad[0, 0, 7] = 64  # semantic vocab of the tiny model is 64
+    with pytest.raises(ValueError, match=r"semantic id 64 at item 0, frame 7"):
+        model.decode(bad)
+    bad = good.clone()
+    bad[0, 1, 3] = -1
+    with pytest.raises(ValueError, match=r"acoustic id -1 at item 0, frame 3"):
+        model.decode(bad)
+    with pytest.raises(ValueError, match=r"shape \(batch, 2, frames\)"):
+        model.decode(torch.zeros(1, 3, 60, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model.decode(good.float())
+    with pytest.raises(ValueError, match="no frames"):
+        model.decode(torch.zeros(1, 2, 0, dtype=torch.long))
+
+
+def test_encode_rejects_malformed_features(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="multiple of 1024"):
+        model.encode(torch.zeros(1, 1000, 128))
+    with pytest.raises(ValueError, match=r"\(batch, frames, 128\)"):
+        model.encode(torch.zeros(1, 1024, 64))
+    with pytest.raises(ValueError, match="float tensor"):
+        model.encode(torch.zeros(1, 1024, 128, dtype=torch.long))
