@@ -1,0 +1,200 @@
+"""The converter: official-layout files on disk -> CLI -> AutoModel, matching the parity fixtures;
+the Hub path with the download patched; strict key accounting for every variant; bad files."""
+
+import gzip
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModel
+
+import semanticodec_hf  # noqa: F401
+from semanticodec_hf import SemantiCodecModel
+from semanticodec_hf.checkpoint_mapping import map_decoder_state_dict, map_encoder_state_dict
+from semanticodec_hf.cli import main as cli_main
+from semanticodec_hf.configuration_semanticodec import SemantiCodecConfig
+from semanticodec_hf.convert_semanticodec_original_to_hf import convert_original_checkpoint
+
+import parity_weights
+from parity_weights import FIXTURES
+
+VOCAB = 8192  # the 100 tokens/s parity fixture's vocabulary
+CODEBOOK = "codebook_idx/combine_512_audioset_dominate/codebook_4096_0.npy"
+
+
+@pytest.fixture(scope="module")
+def official_folder(tmp_path_factory) -> Path:
+    """A local copy of the Hub repo layout for the 100 tokens/s variants, with the parity recipe's weights."""
+    root = tmp_path_factory.mktemp("SemantiCodec")
+    (root / "semanticodec_tokenrate_100").mkdir()
+    torch.save(parity_weights.build_encoder_state_dict(100), root / "semanticodec_tokenrate_100" / "encoder.ckpt")
+    torch.save(parity_weights.build_decoder_state_dict(100), root / "semanticodec_tokenrate_100" / "decoder.ckpt")
+    (root / CODEBOOK).parent.mkdir(parents=True)
+    np.save(root / CODEBOOK, parity_weights.build_semantic_centroids(VOCAB, 100))
+    return root
+
+
+@pytest.fixture(scope="module")
+def converted(official_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("converted") / "semanticodec-100tps-8192"
+    code = cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
+                     "--checkpoint-dir", str(official_folder), "--output", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted):
+    assert (converted / "model.safetensors").exists() or (converted / "model.safetensors.index.json").exists()
+    card = (converted / "README.md").read_text()
+    assert "library_name: transformers" in card and "1300 bit/s" in card
+    config = json.loads((converted / "config.json").read_text())
+    assert config["scale_factor"] == 0.75
+    assert set(config["original_checkpoint_sha256"]) == {"encoder.ckpt", "decoder.ckpt", "codebook_4096_0.npy"}
+
+    model = AutoModel.from_pretrained(converted).eval()
+    feature_extractor = AutoFeatureExtractor.from_pretrained(converted)
+    assert isinstance(model, SemantiCodecModel)
+    reference = np.load(FIXTURES / "fixture_tr100_v8192_s0_encoder.npz")
+    inputs = feature_extractor(reference["waveform"], sampling_rate=16000)
+    encoded = model.encode(**inputs, return_conditioning=True)
+    expected = torch.from_numpy(reference["tokens"])[0].T  # (2, frames)
+    assert torch.equal(encoded.audio_codes[0], expected)
+    conditioning = encoded.conditioning[0, :512]
+    assert (conditioning - torch.from_numpy(reference["cond_window0"][0])).abs().max() <= 1e-4
+
+    decoder_reference = np.load(FIXTURES / "fixture_tr100_v8192_s0_decoder.npz")
+    with torch.no_grad():
+        v = model.decoder.predict_v(
+            torch.from_numpy(decoder_reference["unet_x_t"]),
+            torch.from_numpy(decoder_reference["unet_t"]),
+            torch.from_numpy(reference["cond_window0"]),
+        )
+    ref_out = torch.from_numpy(decoder_reference["unet_out"])
+    assert (v - ref_out).abs().max() <= 1e-4 * ref_out.abs().max()
+
+
+def test_hub_download_path_serves_the_same_files(official_folder, converted, tmp_path):
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append((repo_id, filename))
+        return str(official_folder / filename)
+
+    out = tmp_path / "from-hub"
+    with mock.patch("huggingface_hub.hf_hub_download", side_effect=fake_download):
+        assert cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
+                         "--output", str(out), "--quiet"]) == 0
+    assert requested == [
+        ("haoheliu/SemantiCodec", "semanticodec_tokenrate_100/encoder.ckpt"),
+        ("haoheliu/SemantiCodec", "semanticodec_tokenrate_100/decoder.ckpt"),
+        ("haoheliu/SemantiCodec", CODEBOOK),
+    ]
+    assert json.loads((out / "config.json").read_text())["original_checkpoint_sha256"] == json.loads(
+        (converted / "config.json").read_text())["original_checkpoint_sha256"]
+
+
+def _meta_state(part: str, token_rate: int) -> dict:
+    with gzip.open(FIXTURES / "manifests" / f"{part}_tokenrate_{token_rate}.json.gz", "rt") as f:
+        manifest = json.load(f)
+    dtypes = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+    return {e["key"]: torch.empty(e["shape"], dtype=dtypes[e["dtype"]], device="meta") for e in manifest}
+
+
+@pytest.mark.parametrize("token_rate", [25, 50, 100])
+def test_every_variant_manifest_maps_with_no_unmapped_key(token_rate):
+    """Key/shape accounting for the full official layouts, on meta tensors (no memory)."""
+    config = SemantiCodecConfig.from_variant(token_rate, 16384)
+    encoder_state = _meta_state("encoder", token_rate)
+    # the official 2024 checkpoints store `initted` as a [1] float (vector-quantize-pytorch 1.14)
+    encoder_state["quantizer._codebook.initted"] = torch.empty(1, device="meta")
+    centroids = torch.empty(16384, config.feature_dim, device="meta")
+    state = map_encoder_state_dict(encoder_state, centroids, config=config)
+    state.update(map_decoder_state_dict(_meta_state("decoder", token_rate), config=config))
+    with torch.device("meta"):
+        model = SemantiCodecModel(config)
+    result = model.load_state_dict(state, strict=True, assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_wrong_variant_is_named():
+    encoder_state = _meta_state("encoder", 100)
+    decoder_state = _meta_state("decoder", 100)
+    centroids = np.zeros((8192, 768), np.float32)
+    with pytest.raises(ValueError, match=r"100 tokens/s checkpoint .* token_rate=50"):
+        convert_original_checkpoint(encoder_state, decoder_state, centroids, token_rate=50, semantic_vocab_size=8192)
+    with pytest.raises(ValueError, match=r"semantic codebook has shape \(8192, 768\).*16384"):
+        convert_original_checkpoint(encoder_state, decoder_state, centroids, token_rate=100, semantic_vocab_size=16384)
+
+
+def test_unknown_and_missing_keys_are_named():
+    config = SemantiCodecConfig.from_variant(100, 4096)
+    state = _meta_state("encoder", 100)
+    state["audiomae.model.extra_head.weight"] = torch.empty(3, device="meta")
+    del state["encoder.weight_hh_l3_reverse"]
+    with pytest.raises(ValueError) as error:
+        map_encoder_state_dict(state, torch.empty(4096, 768, device="meta"), config=config)
+    assert "audiomae.model.extra_head.weight" in str(error.value)
+    assert "encoder.weight_hh_l3_reverse" in str(error.value)
+    decoder_state = _meta_state("decoder", 100)
+    decoder_state["model.diffusion_model.out.2.weight"] = torch.empty(4, 64, 3, 3, device="meta")
+    with pytest.raises(ValueError, match=r"model.diffusion_model.out.2.weight"):
+        map_decoder_state_dict(decoder_state, config=config)
+
+
+def _convert_cli(folder: Path, out: Path, *extra: str) -> int:
+    return cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
+                     "--checkpoint-dir", str(folder), "--output", str(out), "--quiet", *extra])
+
+
+def _assert_nothing_written(out: Path):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.partial")]
+
+
+def test_missing_file_is_reported_and_nothing_written(official_folder, tmp_path, capsys):
+    broken = tmp_path / "official"
+    (broken / "semanticodec_tokenrate_100").mkdir(parents=True)
+    (broken / "semanticodec_tokenrate_100" / "encoder.ckpt").symlink_to(
+        official_folder / "semanticodec_tokenrate_100" / "encoder.ckpt")
+    out = tmp_path / "out"
+    assert _convert_cli(broken, out) == 2
+    message = capsys.readouterr().err
+    assert "decoder.ckpt" in message and CODEBOOK in message
+    _assert_nothing_written(out)
+
+
+def test_truncated_checkpoint_is_reported_and_nothing_written(official_folder, tmp_path, capsys):
+    broken = tmp_path / "official"
+    (broken / "semanticodec_tokenrate_100").mkdir(parents=True)
+    source = official_folder / "semanticodec_tokenrate_100"
+    (broken / "semanticodec_tokenrate_100" / "encoder.ckpt").symlink_to(source / "encoder.ckpt")
+    with open(source / "decoder.ckpt", "rb") as f:
+        (broken / "semanticodec_tokenrate_100" / "decoder.ckpt").write_bytes(f.read(4096))
+    (broken / CODEBOOK).parent.mkdir(parents=True)
+    (broken / CODEBOOK).symlink_to(official_folder / CODEBOOK)
+    out = tmp_path / "out"
+    assert _convert_cli(broken, out) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    _assert_nothing_written(out)
+
+
+def test_codebook_of_wrong_size_is_reported(official_folder, tmp_path, capsys):
+    broken = tmp_path / "official"
+    (broken / "semanticodec_tokenrate_100").mkdir(parents=True)
+    for name in ("encoder.ckpt", "decoder.ckpt"):
+        (broken / "semanticodec_tokenrate_100" / name).symlink_to(
+            official_folder / "semanticodec_tokenrate_100" / name)
+    (broken / CODEBOOK).parent.mkdir(parents=True)
+    np.save(broken / CODEBOOK, np.zeros((4096, 768), np.float32))
+    out = tmp_path / "out"
+    assert _convert_cli(broken, out) == 2
+    assert "semantic codebook has shape (4096, 768)" in capsys.readouterr().err
+    _assert_nothing_written(out)
+
+
+def test_existing_output_is_not_overwritten_without_flag(converted, official_folder, capsys):
+    assert _convert_cli(official_folder, converted) == 2
+    assert "--overwrite" in capsys.readouterr().err
