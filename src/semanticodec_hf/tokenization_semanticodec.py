@@ -1,0 +1,613 @@
+"""Audio tokenizer for language models on SemantiCodec tokens.
+
+SemantiCodec gives two id streams per frame (semantic, acoustic); a language model wants one flat vocabulary and
+one sequence per clip. `SemantiCodecAudioTokenizer` does audio -> codes (batched codec calls) -> ids and back,
+with the layout and patterns of `audio_token_layout` (default `interleaved`: s0 a0 s1 a1 ...).
+
+A frame is not a uniform time step: the codec's frames are time-major over (time patch, frequency group),
+8 / 4 / 4 frames per 0.16 / 0.16 / 0.32 s at 100 / 50 / 25 tokens/s (see `frames_per_time_step`), and a
+clip's last time step may be partial. Patterns keep the codec's frame order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from transformers import BatchEncoding
+from transformers.utils import logging
+
+from .audio_token_layout import (
+    PATTERNS,
+    SPECIAL_TOKENS,
+    IdsLike,
+    SemantiCodecVocabularyLayout,
+    _as_int_array,
+    _check_pattern,
+    _is_batch_of_ids,
+    codes_to_ids,
+    ids_to_codes,
+    strip_special_tokens,
+)
+
+if TYPE_CHECKING:  # the codec classes are imported lazily: ids-only use needs no model code
+    from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+    from .modeling_semanticodec import SemantiCodecModel
+
+logger = logging.get_logger(__name__)
+
+AUDIO_TOKENIZER_CONFIG_NAME = "audio_tokenizer_config.json"
+AUDIO_TOKENIZER_FORMAT_VERSION = 1
+SHORT_AUDIO_RULES = ("raise", "pad")
+_PATCH_SECONDS = 0.16  # shortest encodable input: one AudioMAE time patch
+_CODEC_SAMPLING_RATE = 16000
+
+
+class AudioItemError(ValueError):
+    """A ValueError about one item of a batch; `index` says which."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"Audio item {index}: {message}")
+        self.index = index
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _is_batch_of_audio(audio: Any) -> bool:
+    """Same convention as the feature extractor: a list/tuple of arrays is a batch; an array is one item."""
+    if isinstance(audio, (list, tuple)):
+        if len(audio) == 0:
+            raise ValueError("`audio` is empty: pass at least one audio item.")
+        return not isinstance(audio[0], (int, float, np.number))
+    return False
+
+
+def _pad_short(item: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Zero-pad a clip shorter than one 0.16 s patch (after resampling) to one patch plus a margin sample."""
+    needed = math.ceil(_PATCH_SECONDS * sampling_rate) + 1
+    if item.shape[-1] >= needed:
+        return item
+    pad = [(0, 0)] * (item.ndim - 1) + [(0, needed - item.shape[-1])]
+    return np.pad(item, pad)
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+class SemantiCodecAudioTokenizer:
+    r"""
+    Audio <-> one flat id sequence per clip, for language models on SemantiCodec tokens.
+
+    Wraps a [`SemantiCodecModel`] and its [`SemantiCodecFeatureExtractor`]; either may be `None` for ids-only
+    work (`codes_to_ids`, `decode_ids`, `split_clips`, layout queries) - then build it with `layout=`.
+
+    Args:
+        model: the codec (only needed for `__call__` and `ids_to_audio`).
+        feature_extractor: its feature extractor (default: a fresh `SemantiCodecFeatureExtractor`).
+        pattern (`str`): `"interleaved"` (default), `"semantic_then_acoustic"` or `"semantic_only"`.
+        layout: the flat vocabulary; default derived from `model.config`.
+        add_special_tokens (`bool`): wrap each clip as `<bos> ... <eos>` (default True).
+        max_windows_per_batch (`int`): bound on 10.24 s windows per codec call; clips are grouped by length so
+            short clips batch together and one long clip does not pad the others.
+        short_audio (`str`): `"raise"` (default) on clips shorter than 0.16 s, or `"pad"` them with zeros.
+        codec_name_or_path, codec_revision: where the codec came from; what `save_pretrained(...,
+            save_codec=False)` records.
+    """
+
+    def __init__(
+        self,
+        model: Optional["SemantiCodecModel"] = None,
+        feature_extractor: Optional["SemantiCodecFeatureExtractor"] = None,
+        pattern: str = "interleaved",
+        layout: Optional[SemantiCodecVocabularyLayout] = None,
+        add_special_tokens: bool = True,
+        max_windows_per_batch: int = 32,
+        short_audio: str = "raise",
+        codec_name_or_path: Optional[str] = None,
+        codec_revision: Optional[str] = None,
+    ):
+        self.pattern = _check_pattern(pattern)
+        if model is not None:
+            model_layout = SemantiCodecVocabularyLayout.from_config(model.config)
+            if layout is not None and layout != model_layout:
+                raise ValueError(
+                    f"layout {layout} does not match the codec (semantic_vocab_size="
+                    f"{model.config.semantic_vocab_size}, "
+                    f"acoustic_codebook_size={model.config.acoustic_codebook_size})."
+                )
+            layout = model_layout
+            if feature_extractor is None:
+                from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+
+                feature_extractor = SemantiCodecFeatureExtractor()
+        if layout is None:
+            raise ValueError("Pass a codec `model` or an explicit `layout` (for ids-only use).")
+        if max_windows_per_batch < 1:
+            raise ValueError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}.")
+        if short_audio not in SHORT_AUDIO_RULES:
+            raise ValueError(f"short_audio must be one of {list(SHORT_AUDIO_RULES)}, got {short_audio!r}.")
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.layout = layout
+        self.add_special_tokens = bool(add_special_tokens)
+        self.max_windows_per_batch = int(max_windows_per_batch)
+        self.short_audio = short_audio
+        self.codec_name_or_path = codec_name_or_path
+        self.codec_revision = codec_revision
+
+    def __repr__(self) -> str:
+        codec = self.model.config.variant_name if self.model is not None else "no codec"
+        return (
+            f"{type(self).__name__}(pattern={self.pattern!r}, vocab_size={self.vocab_size}, codec={codec}, "
+            f"add_special_tokens={self.add_special_tokens})"
+        )
+
+    # ------------------------------------------------------------------------------------ properties
+    vocab_size = property(lambda self: self.layout.vocab_size, doc="Rows an LM embedding table needs.")
+    bos_token_id = property(lambda self: self.layout.bos_token_id)
+    eos_token_id = property(lambda self: self.layout.eos_token_id)
+    pad_token_id = property(lambda self: self.layout.pad_token_id)
+    sep_token_id = property(lambda self: self.layout.sep_token_id)
+
+    @property
+    def sampling_rate(self) -> int:
+        """Rate of the waveforms `ids_to_audio` returns."""
+        return int(self.model.config.sampling_rate) if self.model is not None else _CODEC_SAMPLING_RATE
+
+    @property
+    def ids_per_frame(self) -> int:
+        return 1 if self.pattern == "semantic_only" else 2
+
+    def _require_model(self, what: str) -> "SemantiCodecModel":
+        if self.model is None:
+            raise ValueError(f"{what} needs the codec; this tokenizer was built without a model (ids-only).")
+        return self.model
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second (50 / 25 / 12.5 for the published token rates)."""
+        return float(self._require_model("frame_rate").config.frame_rate)
+
+    @property
+    def frames_per_time_step(self) -> int:
+        """Consecutive frames that share one time step (8 / 4 / 4 at 100 / 50 / 25 tokens/s): frequency groups."""
+        config = self._require_model("frames_per_time_step").config
+        return config.patch_grid[1] // config.pooling[1]
+
+    @property
+    def time_step_seconds(self) -> float:
+        """Duration covered by one time step (0.16 / 0.16 / 0.32 s)."""
+        config = self._require_model("time_step_seconds").config
+        return config.window_seconds / (config.patch_grid[0] // config.pooling[0])
+
+    @property
+    def ids_per_second(self) -> float:
+        """Audio ids per second of audio in this pattern (special tokens excluded)."""
+        return self.frame_rate * self.ids_per_frame
+
+    # ------------------------------------------------------------------------------------ codes <-> ids
+    def _wrap(self, body: np.ndarray, add_special_tokens: Optional[bool]) -> List[int]:
+        add = self.add_special_tokens if add_special_tokens is None else add_special_tokens
+        ids = body.tolist()
+        return [self.bos_token_id, *ids, self.eos_token_id] if add else ids
+
+    def codes_to_ids(
+        self,
+        audio_codes: Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]],
+        audio_codes_lengths: Optional[Sequence[int]] = None,
+        add_special_tokens: Optional[bool] = None,
+    ) -> Union[List[int], List[List[int]]]:
+        """Codes -> ids. `[2, F]` gives one list; `[B, 2, F]` (with `audio_codes_lengths`) or a list of `[2, F]`
+        gives a list per clip."""
+        if isinstance(audio_codes, (list, tuple)):
+            return [self._wrap(codes_to_ids(c, self.layout, self.pattern), add_special_tokens) for c in audio_codes]
+        array = audio_codes.detach().cpu().numpy() if torch.is_tensor(audio_codes) else np.asarray(audio_codes)
+        if array.ndim == 2:
+            return self._wrap(codes_to_ids(array, self.layout, self.pattern), add_special_tokens)
+        if array.ndim != 3:
+            raise ValueError(f"audio_codes must be (2, frames) or (batch, 2, frames), got shape {array.shape}.")
+        if audio_codes_lengths is None:
+            lengths = [array.shape[-1]] * array.shape[0]
+        else:
+            lengths = [int(n) for n in audio_codes_lengths]
+        if len(lengths) != array.shape[0]:
+            raise ValueError(f"Got {len(lengths)} lengths for a batch of {array.shape[0]} codes.")
+        return [
+            self._wrap(codes_to_ids(array[i, :, :n], self.layout, self.pattern), add_special_tokens)
+            for i, n in enumerate(lengths)
+        ]
+
+    def _decode_one(self, ids: Any, mask: Optional[Any] = None) -> torch.Tensor:
+        array, first = _as_int_array(ids, "ids"), 0
+        if mask is not None:
+            mask_array = _as_int_array(mask, "attention_mask")
+            if mask_array.size != array.size:
+                raise ValueError(f"attention_mask has {mask_array.size} entries for {array.size} ids.")
+            kept = np.flatnonzero(mask_array)
+            if kept.size and kept[-1] - kept[0] + 1 != kept.size:
+                raise ValueError("attention_mask has a hole; masked positions must be at the ends (padding).")
+            first = int(kept[0]) if kept.size else 0
+            array = array[kept]
+        body, start = strip_special_tokens(array, self.layout)
+        return torch.from_numpy(ids_to_codes(body, self.layout, self.pattern, position_offset=first + start))
+
+    def _decode_one_reporting(self, ids: Any, mask: Optional[Any], item: Optional[int]) -> torch.Tensor:
+        try:
+            return self._decode_one(ids, mask)
+        except ValueError as error:
+            if item is None:
+                raise
+            raise ValueError(f"Sequence {item}: {error}") from None
+
+    def decode_ids(
+        self, ids: Any, attention_mask: Optional[Any] = None
+    ) -> Union[torch.LongTensor, List[torch.LongTensor]]:
+        """Ids -> codes, the exact inverse of the pattern: `[2, F]` per clip (`[1, F]` for `semantic_only`).
+
+        Accepts one sequence (list of ints, 1-D array/tensor) or a batch (list of lists, 2-D array/tensor with an
+        optional `attention_mask`). Padding at either end, a leading `<bos>` and a trailing `<eos>` are removed;
+        anything else out of place raises a ValueError that names the position and the value.
+        """
+        if not _is_batch_of_ids(ids):
+            if attention_mask is not None and _is_batch_of_ids(attention_mask):
+                raise ValueError("attention_mask is 2-D but ids is one sequence.")
+            return self._decode_one_reporting(ids, attention_mask, None)
+        masks = [None] * len(ids) if attention_mask is None else list(attention_mask)
+        if len(masks) != len(ids):
+            raise ValueError(f"attention_mask has {len(masks)} rows for {len(ids)} sequences.")
+        return [self._decode_one_reporting(row, m, i) for i, (row, m) in enumerate(zip(ids, masks))]
+
+    def join_clips(self, clips: Sequence[IdsLike]) -> List[int]:
+        """Several clips' ids -> one sequence `<bos> c1 <sep> c2 ... <eos>` (each clip's own bos/eos dropped)."""
+        joined: List[int] = []
+        for index, clip in enumerate(clips):
+            body, _ = strip_special_tokens(_as_int_array(clip, f"clip {index}"), self.layout)
+            if index:
+                joined.append(self.sep_token_id)
+            joined.extend(body.tolist())
+        return [self.bos_token_id, *joined, self.eos_token_id]
+
+    def split_clips(self, ids: IdsLike) -> List[List[int]]:
+        """Inverse of `join_clips`: one sequence -> the audio ids of each clip (split at `<sep>`)."""
+        body, _ = strip_special_tokens(_as_int_array(ids, "ids"), self.layout)
+        if not body.size:
+            return []
+        parts = np.split(body, np.flatnonzero(body == self.sep_token_id))
+        return [parts[0].tolist()] + [part[1:].tolist() for part in parts[1:]]
+
+    # ------------------------------------------------------------------------------------ audio -> codes
+    def _features_per_item(self, audio: Sequence[Any], sampling_rates: Sequence[int]) -> List[Dict[str, torch.Tensor]]:
+        features = []
+        for index, (item, rate) in enumerate(zip(audio, sampling_rates)):
+            if self.short_audio == "pad":
+                item = _pad_short(item.detach().cpu().numpy() if torch.is_tensor(item) else np.asarray(item), int(rate))
+            try:
+                # One item per call: the extractor treats each item alone anyway, and items may differ in rate.
+                features.append(self.feature_extractor(item, sampling_rate=rate, return_tensors="pt"))
+            except ValueError as error:
+                raise AudioItemError(index, str(error)) from None
+        return features
+
+    def _group_by_windows(self, windows: Sequence[int]) -> List[List[int]]:
+        """Item indices grouped so that (items x longest item's windows) <= max_windows_per_batch."""
+        groups: List[List[int]] = []
+        for index in sorted(range(len(windows)), key=lambda i: windows[i]):
+            if groups and (len(groups[-1]) + 1) * windows[index] <= self.max_windows_per_batch:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return groups
+
+    def encode_audio(
+        self, audio: Any, sampling_rate: Union[int, Sequence[int]]
+    ) -> Union[torch.LongTensor, List[torch.LongTensor]]:
+        """Audio -> codes `[2, F]` per clip. All clips' windows go through the codec in batched calls;
+        each clip gets exactly the codes it gets alone."""
+        model = self._require_model("Encoding audio")
+        batched = _is_batch_of_audio(audio)
+        items = list(audio) if batched else [audio]
+        if isinstance(sampling_rate, (list, tuple, np.ndarray)):
+            rates = list(sampling_rate)
+        else:
+            rates = [sampling_rate] * len(items)
+        if len(rates) != len(items):
+            raise ValueError(f"Got {len(rates)} sampling rates for {len(items)} audio items.")
+        features = self._features_per_item(items, rates)
+        window_frames = model.config.window_frames
+        windows = [int(f["input_features"].shape[1]) // window_frames for f in features]
+        device = next(model.parameters()).device
+        codes: List[Optional[torch.Tensor]] = [None] * len(items)
+        for group in self._group_by_windows(windows):
+            longest = max(windows[i] for i in group) * window_frames
+            padding_value = float(self.feature_extractor.padding_value)
+            batch = torch.full((len(group), longest, model.config.num_mel_bins), padding_value)
+            mask = torch.zeros(len(group), longest, dtype=torch.long)
+            for row, i in enumerate(group):
+                frames = features[i]["input_features"].shape[1]
+                batch[row, :frames] = features[i]["input_features"][0]
+                mask[row, :frames] = features[i]["input_features_mask"][0]
+            num_samples = torch.cat([features[i]["num_samples"] for i in group])
+            out = model.encode(
+                batch.to(device), input_features_mask=mask.to(device), num_samples=num_samples,
+                max_batch_size=self.max_windows_per_batch,
+            )
+            for row, i in enumerate(group):
+                # A clone made outside inference mode is an ordinary tensor that callers may modify in place.
+                codes[i] = out.audio_codes[row, :, : int(out.audio_codes_lengths[row])].cpu().clone()
+        return codes if batched else codes[0]
+
+    def __call__(
+        self,
+        audio: Any,
+        sampling_rate: Union[int, Sequence[int], None] = None,
+        return_tensors: Optional[str] = None,
+        padding_side: str = "right",
+        add_special_tokens: Optional[bool] = None,
+        return_audio_codes: bool = False,
+    ) -> BatchEncoding:
+        """Audio -> `input_ids` and `attention_mask` (and `num_frames`; `audio_codes` on request).
+
+        Args:
+            audio: one item (`[samples]` or `[channels, samples]`, numpy or torch) or a list of items.
+            sampling_rate: rate of the audio in Hz (required), or one rate per item.
+            return_tensors: `None` for lists (one list for one item, a list per item for a batch), `"pt"` for a
+                padded `[batch, length]` LongTensor filled with `<pad>` and a matching `attention_mask`.
+            padding_side: `"right"` or `"left"` (for prompts) when `return_tensors="pt"`.
+            add_special_tokens: override the tokenizer's `<bos>`/`<eos>` setting.
+            return_audio_codes: also return each clip's codes `[2, F]`.
+        """
+        if sampling_rate is None:
+            raise ValueError("`sampling_rate` is required: pass the rate of `audio` in Hz (or one per item).")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}.")
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+        batched = _is_batch_of_audio(audio)
+        codes = self.encode_audio(audio if batched else [audio], sampling_rate)
+        ids = [self._wrap(codes_to_ids(c, self.layout, self.pattern), add_special_tokens) for c in codes]
+        data: Dict[str, Any] = {"num_frames": [int(c.shape[1]) for c in codes]}
+        if return_tensors == "pt":
+            data.update(self.pad(ids, padding_side=padding_side))
+            data["num_frames"] = torch.tensor(data["num_frames"], dtype=torch.long)
+        else:
+            data["input_ids"] = ids
+            data["attention_mask"] = [[1] * len(row) for row in ids]
+            if not batched:
+                data = {key: value[0] for key, value in data.items()}
+        if return_audio_codes:
+            data["audio_codes"] = codes if batched else codes[0]
+        return BatchEncoding(data)
+
+    def pad(self, ids: Sequence[Sequence[int]], padding_side: str = "right") -> Dict[str, torch.Tensor]:
+        """Lists of ids -> `input_ids` `[batch, longest]` padded with `<pad>` and `attention_mask`."""
+        longest = max((len(row) for row in ids), default=0)
+        input_ids = torch.full((len(ids), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), longest), dtype=torch.long)
+        for i, row in enumerate(ids):
+            span = slice(0, len(row)) if padding_side == "right" else slice(longest - len(row), longest)
+            input_ids[i, span] = torch.as_tensor(list(row), dtype=torch.long)
+            mask[i, span] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    # ------------------------------------------------------------------------------------ ids -> audio
+    def ids_to_audio(
+        self,
+        ids: Any,
+        attention_mask: Optional[Any] = None,
+        num_inference_steps: Optional[int] = None,
+        seed: Optional[Union[int, Sequence[int]]] = None,
+        **decode_kwargs: Any,
+    ) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """Ids -> 16 kHz waveform `[samples]` per clip via `model.decode` (one batched call for a batch).
+
+        Decoding samples a diffusion model: pass `seed` for reproducible audio. `semantic_only` ids cannot be
+        decoded: the SemantiCodec decoder needs the acoustic ids too.
+        """
+        model = self._require_model("ids_to_audio")
+        if self.pattern == "semantic_only":
+            raise ValueError(
+                "semantic_only ids cannot be turned into audio: the SemantiCodec decoder is conditioned on both "
+                "semantic and acoustic ids. Generate acoustic ids too (e.g. pattern='interleaved')."
+            )
+        codes = self.decode_ids(ids, attention_mask)
+        batched = isinstance(codes, list)
+        codes = codes if batched else [codes]
+        empty = [i for i, c in enumerate(codes) if c.shape[1] == 0]
+        if empty:
+            raise ValueError(f"Sequences {empty} hold no audio ids; there is nothing to decode.")
+        lengths = torch.tensor([c.shape[1] for c in codes], dtype=torch.long)
+        padded = torch.zeros(len(codes), 2, int(lengths.max()), dtype=torch.long)
+        for i, c in enumerate(codes):
+            padded[i, :, : c.shape[1]] = c
+        out = model.decode(
+            padded, audio_codes_lengths=lengths, num_inference_steps=num_inference_steps, seed=seed, **decode_kwargs
+        )
+        waves = [out.audio_values[i, 0, : int(out.audio_values_lengths[i])].cpu().clone() for i in range(len(codes))]
+        return waves if batched else waves[0]
+
+    # ------------------------------------------------------------------------------------ save / load
+    def to_dict(self) -> Dict[str, Any]:
+        """Contents of `audio_tokenizer_config.json` (codec location added by `save_pretrained`)."""
+        data: Dict[str, Any] = {
+            "audio_tokenizer_class": type(self).__name__,
+            "format_version": AUDIO_TOKENIZER_FORMAT_VERSION,
+            "pattern": self.pattern,
+            "add_special_tokens": self.add_special_tokens,
+            "special_tokens": {name: self.layout.special_offset + i for i, name in enumerate(SPECIAL_TOKENS)},
+            "layout": self.layout.to_dict(),
+            "max_windows_per_batch": self.max_windows_per_batch,
+            "short_audio": self.short_audio,
+        }
+        if self.model is not None:
+            data["variant"] = self.model.config.variant_name
+            data["frames_per_time_step"] = self.frames_per_time_step
+            data["time_step_seconds"] = self.time_step_seconds
+        return data
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], save_codec: bool = True) -> Path:
+        """Write `audio_tokenizer_config.json`; with `save_codec` (default) also the codec's model and feature
+        extractor, so the folder is self-contained. `save_codec=False` records `codec_name_or_path` instead."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        if save_codec and self.model is not None:
+            self.model.save_pretrained(directory)
+            self.feature_extractor.save_pretrained(directory)
+            data["codec"] = {"location": "this_folder"}
+        elif self.codec_name_or_path is not None:
+            data["codec"] = {"name_or_path": str(self.codec_name_or_path), "revision": self.codec_revision}
+        else:
+            if self.model is not None:
+                raise ValueError(
+                    "save_codec=False needs `codec_name_or_path` (a path or Hub id) to record where the codec lives."
+                )
+            data["codec"] = None  # ids-only tokenizer
+        (directory / AUDIO_TOKENIZER_CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_name_or_path: Union[str, os.PathLike],
+        revision: Optional[str] = None,
+        pattern: Optional[str] = None,
+        load_codec: bool = True,
+        device: Union[str, torch.device, None] = None,
+        **kwargs: Any,
+    ) -> "SemantiCodecAudioTokenizer":
+        """Load from a folder (or Hub repo) holding `audio_tokenizer_config.json`, or from a plain converted codec
+        folder (then the default layout is used). `pattern` and other constructor kwargs override the saved ones;
+        `load_codec=False` gives an ids-only tokenizer without reading any weights."""
+        settings = read_audio_tokenizer_settings(pretrained_name_or_path, revision)
+        saved = settings["tokenizer_config"] or {}
+        saved_options = ("add_special_tokens", "max_windows_per_batch", "short_audio")
+        init = {key: saved[key] for key in saved_options if key in saved}
+        init.update(kwargs)
+        init["pattern"] = pattern or saved.get("pattern", "interleaved")
+        layout = SemantiCodecVocabularyLayout.from_dict(saved["layout"]) if "layout" in saved else None
+        codec_path, codec_revision = settings["codec_name_or_path"], settings["codec_revision"]
+        if not load_codec or codec_path is None:
+            if layout is None:
+                layout = SemantiCodecVocabularyLayout.from_config(_ConfigView(settings["codec_config"]))
+            return cls(layout=layout, codec_name_or_path=codec_path, codec_revision=codec_revision, **init)
+        from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+        from .modeling_semanticodec import SemantiCodecModel
+
+        hub_kwargs = {"revision": codec_revision} if codec_revision is not None else {}
+        model = SemantiCodecModel.from_pretrained(codec_path, **hub_kwargs).eval()
+        if device is not None:
+            model = model.to(device)
+        feature_extractor = SemantiCodecFeatureExtractor.from_pretrained(codec_path, **hub_kwargs)
+        return cls(model, feature_extractor, layout=layout, codec_name_or_path=codec_path,
+                   codec_revision=codec_revision, **init)
+
+    # ------------------------------------------------------------------------------------ tiny
+    @classmethod
+    def tiny(
+        cls, seed: int = 0, token_rate: int = 100, semantic_vocab_size: int = 64, **kwargs: Any
+    ) -> "SemantiCodecAudioTokenizer":
+        """A tokenizer on a small RANDOM codec with the real window geometry, for tests and demos only.
+
+        Its codebooks are spread over the random feature space so ids vary with the audio; its decoder
+        produces noise. Never use it for anything but plumbing.
+        """
+        from .configuration_semanticodec import SemantiCodecConfig
+        from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+        from .modeling_semanticodec import SemantiCodecModel
+
+        logger.warning("Building a tiny RANDOM SemantiCodec (tests/demos only): its tokens mean nothing.")
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            config = SemantiCodecConfig.tiny(token_rate=token_rate, semantic_vocab_size=semantic_vocab_size)
+            model = SemantiCodecModel(config).eval()
+            with torch.no_grad():
+                model.encoder.semantic_quantizer.centroids.normal_(0, 0.5)
+                model.encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
+        finally:
+            torch.random.set_rng_state(state)
+        return cls(model, SemantiCodecFeatureExtractor(), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+class _ConfigView:
+    """Attribute view of a codec config.json dict (enough for `SemantiCodecVocabularyLayout.from_config`)."""
+
+    def __init__(self, data: Optional[Dict[str, Any]]):
+        if not data:
+            raise ValueError("Found neither a vocabulary layout nor a codec config.json to derive one from.")
+        self.semantic_vocab_size = data.get("semantic_vocab_size", 8192)
+        self.acoustic_codebook_size = data.get("acoustic_codebook_size", 8192)
+
+
+def _read_json_file(
+    name_or_path: Union[str, os.PathLike], filename: str, revision: Optional[str]
+) -> Optional[Dict[str, Any]]:
+    """A small JSON file from a local folder or a Hub repo; None when the folder/repo does not have it."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        path = local / filename
+        return json.loads(path.read_text()) if path.is_file() else None
+    if local.is_absolute() or str(name_or_path).startswith((".", "~")) or local.exists():
+        raise ValueError(f"{name_or_path} is not a folder (expected a saved tokenizer/codec folder or a Hub id).")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(str(name_or_path), filename, revision=revision)).read_text())
+    except EntryNotFoundError:
+        return None
+
+
+def read_audio_tokenizer_settings(
+    name_or_path: Union[str, os.PathLike], revision: Optional[str] = None
+) -> Dict[str, Any]:
+    """Resolve a tokenizer/codec location without loading weights.
+
+    Returns `tokenizer_config` (the saved JSON or None), `codec_name_or_path`, `codec_revision` and
+    `codec_config` (the codec's config.json dict, or None when the codec is not reachable).
+    """
+    tokenizer_config = _read_json_file(name_or_path, AUDIO_TOKENIZER_CONFIG_NAME, revision)
+    codec = (tokenizer_config or {}).get("codec", {"location": "this_folder"})
+    if tokenizer_config is not None and tokenizer_config.get("format_version", 1) > AUDIO_TOKENIZER_FORMAT_VERSION:
+        raise ValueError(
+            f"{name_or_path} was saved by a newer semanticodec-hf (format {tokenizer_config['format_version']}); "
+            "upgrade the package."
+        )
+    if codec is None:
+        codec_path, codec_revision = None, None
+    elif codec.get("location") == "this_folder":
+        codec_path, codec_revision = str(name_or_path), revision
+    else:
+        codec_path, codec_revision = codec["name_or_path"], codec.get("revision")
+        relative = Path(name_or_path) / codec_path
+        if Path(name_or_path).is_dir() and not Path(codec_path).is_absolute() and relative.is_dir():
+            codec_path = str(relative)
+    codec_config = _read_json_file(codec_path, "config.json", codec_revision) if codec_path is not None else None
+    if tokenizer_config is None and codec_config is None:
+        raise ValueError(
+            f"{name_or_path} holds neither {AUDIO_TOKENIZER_CONFIG_NAME} nor a codec config.json; pass a folder made "
+            "by SemantiCodecAudioTokenizer.save_pretrained or a converted SemantiCodec model."
+        )
+    return {
+        "tokenizer_config": tokenizer_config,
+        "codec_name_or_path": codec_path,
+        "codec_revision": codec_revision,
+        "codec_config": codec_config,
+    }
+
+
+__all__ = [
+    "AUDIO_TOKENIZER_CONFIG_NAME",
+    "AudioItemError",
+    "PATTERNS",
+    "SPECIAL_TOKENS",
+    "SemantiCodecAudioTokenizer",
+    "SemantiCodecVocabularyLayout",
+    "codes_to_ids",
+    "ids_to_codes",
+    "read_audio_tokenizer_settings",
+]
