@@ -11,8 +11,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # The codec lives in src/; the audio-LM toolkit is the top-level `lm` package (product layout).
+    package_dir={"": "src", "lm": "lm"},
+    packages=find_packages("src") + ["lm"],
     install_requires=[
         # A local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
         "torch==2.13.0",

@@ -17,6 +17,10 @@ from .modeling_semanticodec import (
     SemantiCodecOutput,
     SemantiCodecPreTrainedModel,
 )
+from .audio_token_layout import SemantiCodecVocabularyLayout
+from .tokenization_semanticodec import SemantiCodecAudioTokenizer
+from .datasets_utils import SemantiCodecTokenizeFunction
+from .acoustic_bpe import AcousticBPE  # sentencepiece is imported only when a BPE model is trained or loaded
 
 __version__ = "0.1.0.dev0"
 
@@ -36,6 +40,10 @@ register_auto_classes()
 __all__ = [
     "PUBLISHED_SEMANTIC_VOCAB_SIZES",
     "PUBLISHED_TOKEN_RATES",
+    "AcousticBPE",
+    "SemantiCodecAudioTokenizer",
+    "SemantiCodecTokenizeFunction",
+    "SemantiCodecVocabularyLayout",
     "SemantiCodecConfig",
     "SemantiCodecDecoderOutput",
     "SemantiCodecEncoderOutput",
