@@ -20,10 +20,17 @@ sys.path.insert(0, str(TESTS))  # makes tests/parity_weights.py importable from 
 torch.set_num_threads(2)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes minutes; run with -m slow")
-
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return TESTS / "fixtures"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the tiny codec runs many small ops, which 2 OpenMP threads on a loaded 2-core box
+    slow down by up to ~100x."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

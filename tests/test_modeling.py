@@ -19,6 +19,8 @@ from semanticodec_hf import (
     SemantiCodecModel,
 )
 from parity_weights import FIXTURES
+from semanticodec_hf.conditioning import build_conditioning
+from semanticodec_hf.long_audio import DEFAULT_OVERLAP_SAMPLES, linear_ramp, reference_output_samples, split_into_windows
 
 
 def _used_original_parameters(token_rate: int) -> int:
@@ -146,6 +148,60 @@ def test_decode_batch_equals_items_alone_with_seeds(tiny):
     assert (different_seed.audio_values - first.audio_values).abs().max() > 1e-3, "the seed must matter"
     again = model.decode(codes[:1], seed=[11], **kwargs)
     assert torch.equal(again.audio_values, first.audio_values)
+
+
+def test_long_input_keeps_its_length_and_cross_fades_every_seam(tiny):
+    """4 decode windows: the output has the original's length, and at every seam it runs from the previous
+    window's own waveform into the next one's through the linear fade (no jump, gap or doubled audio)."""
+    model, _ = tiny
+    frames_per_window = model.config.frames_per_window
+    num_frames = 3 * frames_per_window + 100
+    generator = torch.Generator().manual_seed(3)
+    codes = torch.stack([torch.randint(0, 64, (num_frames,), generator=generator),
+                         torch.randint(0, 128, (num_frames,), generator=generator)])[None]
+    output = model.decode(codes, seed=[21], num_inference_steps=2).audio_values[0, 0]
+    windows = split_into_windows(num_frames, frames_per_window, model.config.decode_window_overlap)
+    assert len(windows) == 4
+    assert output.shape[-1] == reference_output_samples(num_frames, model.config.token_rate)
+    assert abs(output.shape[-1] - num_frames / model.config.frame_rate * 16000) <= 2560  # within one 0.16 s patch
+
+    with torch.inference_mode():  # every window decoded on its own, with the same noise stream
+        conditioning = torch.cat([
+            build_conditioning(model.encoder.codes_to_features(codes[:, 0, a:b], codes[:, 1, a:b]),
+                               frames_per_window, model.encoder.positional_encoding)
+            for a, b in windows
+        ])
+        latents = model.decoder.sample_latents(conditioning, num_inference_steps=2,
+                                               generator=torch.Generator().manual_seed(21))
+        waves = model.decoder.mel_to_waveform(model.decoder.latents_to_mel(latents))
+    length, overlap = waves.shape[-1], DEFAULT_OVERLAP_SAMPLES
+    hop = length - overlap
+    fade_in = linear_ramp(overlap, 0.0, 1.0)
+    torch.testing.assert_close(output[:hop], waves[0, :hop], rtol=0, atol=1e-6)
+    for k in range(1, len(windows)):
+        seam = k * hop  # where window k starts and window k-1's last `overlap` samples lie
+        expected = (waves[k - 1, hop:].double() * (1 - fade_in) + waves[k, :overlap].double() * fade_in).float()
+        torch.testing.assert_close(output[seam: seam + overlap], expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(output[seam], waves[k - 1, hop], rtol=0, atol=1e-6)  # fade starts at window k-1
+        after = output[seam + overlap: seam + hop]
+        torch.testing.assert_close(after, waves[k, overlap: overlap + after.shape[-1]], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("token_rate", PUBLISHED_TOKEN_RATES)
+def test_forward_reconstructs_the_inputs_length(token_rate):
+    model = _informative_tiny_model(token_rate)
+    feature_extractor = SemantiCodecFeatureExtractor()
+    clips = [_audio(3.3, 1), _audio(1.1, 2)]
+    inputs = feature_extractor(clips, sampling_rate=16000)
+    output = model(**inputs, seed=0, num_inference_steps=1)
+    assert output.audio_values_lengths.tolist() == [len(c) for c in clips]
+    assert output.audio_values.shape == (2, 1, len(clips[0]))
+    assert torch.isfinite(output.audio_values).all()
+    untrimmed = model.decode(output.audio_codes, audio_codes_lengths=output.audio_codes_lengths, seed=0,
+                             num_inference_steps=1)  # the original's length: rounded up to the token budget
+    assert (untrimmed.audio_values_lengths >= output.audio_values_lengths).all()
+    with pytest.raises(ValueError, match="one positive length per item"):
+        model.decode(output.audio_codes, num_samples=[100], num_inference_steps=1)
 
 
 def test_decode_rejects_bad_codes(tiny):

@@ -19,13 +19,7 @@ from semanticodec_hf.tokenization_semanticodec import (
 ACOUSTIC = 8192
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny codec's LSTM runs many tiny parallel ops; on a loaded 2-core box 2 OpenMP threads are ~100x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ids_only(pattern: str, semantic: int = 4096, acoustic: int = ACOUSTIC) -> SemantiCodecAudioTokenizer:

@@ -258,6 +258,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         noise: Optional[torch.Tensor] = None,
         max_batch_size: Optional[int] = None,
         progress: bool = False,
+        num_samples: Optional[Union[torch.Tensor, Sequence[int]]] = None,
         return_dict: bool = True,
         **kwargs,
     ) -> Union[SemantiCodecDecoderOutput, tuple]:
@@ -268,6 +269,10 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         cross-faded and trimmed per item exactly like the original. Sampling is stochastic (DDIM eta=1):
         pass `seed` (an int, or one per item) or `generator` (one, or one per item) for reproducible output;
         with one seed/generator per item, an item decodes to the same waveform in any batch.
+
+        The original's output length rounds the input up to its 0.16 s token budget (one more patch at exact
+        multiples of 10.24 s). Pass `num_samples` (the feature extractor's per-item 16 kHz input lengths) to
+        cut each item back to its input's length instead.
         """
         if torch.is_tensor(audio_codes) and audio_codes.ndim == 2:
             audio_codes = audio_codes[None]
@@ -313,11 +318,16 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         waves = self.decoder.mel_to_waveform(self.decoder.latents_to_mel(latents, max_batch_size=max_batch_size),
                                              max_batch_size=max_batch_size)
 
+        keep = [reference_output_samples(int(n), config.token_rate) for n in lengths]
+        if num_samples is not None:
+            num_samples = [int(n) for n in torch.as_tensor(num_samples).reshape(-1)]
+            if len(num_samples) != batch or min(num_samples) < 1:
+                raise ValueError(f"num_samples must hold one positive length per item ({batch}), got {num_samples}.")
+            keep = [min(k, n) for k, n in zip(keep, num_samples)]
         owner = torch.tensor(window_owner)
         outputs = []
         for item in range(batch):
-            assembled = overlap_add(waves[owner == item])
-            outputs.append(assembled[: reference_output_samples(int(lengths[item]), config.token_rate)])
+            outputs.append(overlap_add(waves[owner == item])[: keep[item]])
         out_lengths = torch.tensor([len(w) for w in outputs], dtype=torch.long)
         audio_values = waves.new_zeros(batch, 1, int(out_lengths.max()))
         for item, wave in enumerate(outputs):
@@ -334,9 +344,13 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         return_dict: bool = True,
         **decode_kwargs,
     ) -> Union[SemantiCodecOutput, tuple]:
-        """Encode then decode; the reconstruction of each item has the original's output length."""
+        """Encode then decode. With `num_samples` (from the feature extractor) every reconstruction has its
+        input's length; without it, the original's (rounded up to the 0.16 s token budget)."""
         encoded = self.encode(input_features, input_features_mask=input_features_mask, num_samples=num_samples)
-        decoded = self.decode(encoded.audio_codes, audio_codes_lengths=encoded.audio_codes_lengths, **decode_kwargs)
+        decoded = self.decode(
+            encoded.audio_codes, audio_codes_lengths=encoded.audio_codes_lengths, num_samples=num_samples,
+            **decode_kwargs,
+        )
         output = SemantiCodecOutput(
             audio_codes=encoded.audio_codes,
             audio_codes_mask=encoded.audio_codes_mask,
