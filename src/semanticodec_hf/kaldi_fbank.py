@@ -30,6 +30,11 @@ WINDOW_FRAMES = 1024  # fbank frames per 10.24 s encoder window
 WINDOW_SAMPLES = 163840  # samples per 10.24 s encoder window
 FBANK_MEAN = -4.2677393  # AudioSet statistics used by AudioMAE
 FBANK_STD = 4.5689974
+# Signals longer than this many fbank frames (16 windows, ~2.7 min) are processed in blocks of it: the frame
+# matrix, FFT and power spectrum cost ~50 bytes per input sample, i.e. ~3 GB for an hour. Frames are
+# independent, so blocks give the same frames (up to the last float32 bit: MKL picks FFT/GEMM kernels by problem
+# size); shorter signals take the unchanged single-call path.
+FBANK_BLOCK_FRAMES = 16 * WINDOW_FRAMES
 
 
 def _mel(freq):
@@ -98,6 +103,18 @@ def kaldi_fbank(waveforms: torch.Tensor) -> torch.Tensor:
     return torch.maximum(energies, eps).log()
 
 
+def _blockwise_fbank(waveforms: torch.Tensor) -> torch.Tensor:
+    """`kaldi_fbank` with peak memory bounded by `FBANK_BLOCK_FRAMES` frames (see there)."""
+    frames = 1 + (waveforms.shape[-1] - FRAME_LENGTH) // FRAME_SHIFT
+    if frames <= FBANK_BLOCK_FRAMES:
+        return kaldi_fbank(waveforms)
+    blocks = []
+    for start in range(0, frames, FBANK_BLOCK_FRAMES):
+        stop = min(start + FBANK_BLOCK_FRAMES, frames)
+        blocks.append(kaldi_fbank(waveforms[:, start * FRAME_SHIFT : (stop - 1) * FRAME_SHIFT + FRAME_LENGTH]))
+    return torch.cat(blocks, dim=1)
+
+
 def extract_fbank(
     waveforms: torch.Tensor,
     mean: float = FBANK_MEAN,
@@ -117,7 +134,7 @@ def extract_fbank(
     # One full reduction per row, the reference's `waveform.mean()`; kept per row so the value
     # does not depend on how many rows are batched together.
     means = torch.stack([row.mean() for row in waveforms]).unsqueeze(-1)
-    fbank = kaldi_fbank(waveforms - means)
+    fbank = _blockwise_fbank(waveforms - means)
     target = WINDOW_FRAMES * (length // WINDOW_SAMPLES)
     fbank = F.pad(fbank, (0, 0, 0, target - fbank.shape[1]))
     return (fbank - mean) / (std * 2)

@@ -25,6 +25,10 @@ logger = logging.get_logger(__name__)
 
 GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
+# Windows per network call when `max_batch_size` is not given. Unbounded, an hour of audio (352 windows) would go
+# through AudioMAE or the UNet in one call and need tens of GB; inputs up to this size run exactly as before.
+DEFAULT_MAX_WINDOWS_PER_CALL = 32
+
 
 @dataclass
 class SemantiCodecEncoderOutput(ModelOutput):
@@ -125,6 +129,11 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 f"input_features has {input_features.shape[1]} frames; it must be a positive multiple of "
                 f"{self.config.window_frames} (one 10.24 s window). Use SemantiCodecFeatureExtractor."
             )
+        if not bool(torch.isfinite(input_features).all()):
+            raise ValueError(
+                f"input_features contains {int((~torch.isfinite(input_features)).sum())} NaN/Inf values; they would "
+                "turn into arbitrary codes. Compute features from clean audio with SemantiCodecFeatureExtractor."
+            )
 
     @torch.inference_mode()
     def encode(
@@ -145,6 +154,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         without it every window's frames are kept.
         """
         self._check_features(input_features)
+        if max_batch_size is not None and (isinstance(max_batch_size, bool) or int(max_batch_size) < 1):
+            raise ValueError(f"max_batch_size must be a positive number of windows, got {max_batch_size!r}.")
         batch = input_features.shape[0]
         config = self.config
         window_frames, frames_per_window = config.window_frames, config.frames_per_window
@@ -157,7 +168,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         valid = torch.arange(max_windows)[None, :] < counts[:, None]
         flat = windows[valid.to(windows.device)]
         semantic, acoustic, conditioning = [], [], []
-        chunk = max_batch_size or flat.shape[0]
+        chunk = max_batch_size or min(flat.shape[0], DEFAULT_MAX_WINDOWS_PER_CALL)
         for start in range(0, flat.shape[0], chunk):
             out = self.encoder(flat[start : start + chunk], return_conditioning=return_conditioning)
             semantic.append(out.semantic_ids)
@@ -268,7 +279,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         through the diffusion sampler together (both guidance halves in the same UNet call), then are
         cross-faded and trimmed per item exactly like the original. Sampling is stochastic (DDIM eta=1):
         pass `seed` (an int, or one per item) or `generator` (one, or one per item) for reproducible output;
-        with one seed/generator per item, an item decodes to the same waveform in any batch.
+        with one seed/generator per item, an item decodes to the same waveform in any batch (up to float32 rounding).
 
         The original's output length rounds the input up to its 0.16 s token budget (one more patch at exact
         multiples of 10.24 s). Pass `num_samples` (the feature extractor's per-item 16 kHz input lengths) to
@@ -285,6 +296,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         lengths = torch.as_tensor(audio_codes_lengths if audio_codes_lengths is not None else [], dtype=torch.long).cpu()
         self._check_codes(audio_codes, lengths)
         config = self.config
+        if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or int(num_inference_steps) < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
         steps = num_inference_steps or config.num_inference_steps
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
         eta = config.ddim_eta if eta is None else eta
@@ -304,6 +317,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         conditioning = torch.cat(
             [build_conditioning(f, frames_per_window, self.encoder.positional_encoding) for f in window_features]
         )
+        if max_batch_size is None and conditioning.shape[0] > DEFAULT_MAX_WINDOWS_PER_CALL:
+            max_batch_size = DEFAULT_MAX_WINDOWS_PER_CALL
         latents = self.decoder.sample_latents(
             conditioning,
             num_inference_steps=steps,

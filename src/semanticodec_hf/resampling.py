@@ -17,6 +17,14 @@ import torch.nn.functional as F
 
 LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99
+# Output steps per convolution call. One call over a whole signal materialises ~14 floats per input sample
+# (5 GB for an hour at 48 kHz); longer signals are convolved in blocks of this many steps, which gives the
+# same output values. Shorter signals take the unchanged single-call path.
+RESAMPLE_BLOCK_STEPS = 1 << 20
+# The reference kernel has one row per output phase: (new / gcd) x (2 * width + orig / gcd) taps. Rates that share
+# no large factor with 16 kHz (e.g. 7919 Hz: 127M taps, 44101 Hz: 700M) would need gigabytes and hours of compute,
+# in the original too; above this many taps the reference resampler refuses with a way out.
+MAX_KERNEL_TAPS = 1 << 24
 
 
 def _check_rates(orig_freq: int, new_freq: int) -> tuple[int, int]:
@@ -43,6 +51,13 @@ def sinc_hann_kernel(
     o, n = orig_freq // gcd, new_freq // gcd
     base = min(o, n) * ROLLOFF
     width = math.ceil(LOWPASS_FILTER_WIDTH * o / base)
+    if n * (2 * width + o) > MAX_KERNEL_TAPS:
+        raise ValueError(
+            f"Resampling {orig_freq} Hz -> {new_freq} Hz with the reference (torchaudio-exact) resampler needs a "
+            f"{n} x {2 * width + o} kernel ({n * (2 * width + o) / 1e6:.0f}M taps), because the two rates share only "
+            f"the factor {gcd}. Use the soxr resampler instead (`resampler=\"soxr\"` in the feature extractor, "
+            "`--resampler soxr` on the command line), or resample the file to a common rate such as 16000 Hz first."
+        )
 
     taps = torch.arange(-width, width + o, dtype=dtype, device=device)[None, None] / o
     phases = torch.arange(0, -n, -1, dtype=dtype, device=device)[:, None, None] / n
@@ -85,7 +100,18 @@ def resample_reference(waveform: torch.Tensor, orig_freq: int, new_freq: int) ->
     shape = waveform.shape
     flat = waveform.reshape(-1, 1, shape[-1])
     flat = F.pad(flat, (width, width + o))
-    phases = F.conv1d(flat, kernel, stride=o)  # [signals, n, steps]
+    steps = (flat.shape[-1] - kernel.shape[-1]) // o + 1
+    if steps <= RESAMPLE_BLOCK_STEPS:
+        phases = F.conv1d(flat, kernel, stride=o)  # [signals, n, steps]
+    else:  # step j reads padded samples [j * o, j * o + kernel width)
+        phases = torch.cat(
+            [
+                F.conv1d(flat[..., j * o : (min(j + RESAMPLE_BLOCK_STEPS, steps) - 1) * o + kernel.shape[-1]],
+                         kernel, stride=o)
+                for j in range(0, steps, RESAMPLE_BLOCK_STEPS)
+            ],
+            dim=-1,
+        )
     out = phases.transpose(1, 2).reshape(flat.shape[0], -1)  # interleave the n phases
     out = out[:, : reference_output_length(shape[-1], orig_freq, new_freq)]
     return out.reshape(*shape[:-1], out.shape[-1])
