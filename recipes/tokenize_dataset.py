@@ -3,7 +3,8 @@
 
 Work is cut into shards of `--shard-size` clips; each finished shard is saved with `save_to_disk` and marked
 done, so an interrupted run picks up where it stopped (finished shards are skipped). At the end all shards are
-concatenated into OUTPUT/dataset (load it with `datasets.load_from_disk`) and OUTPUT/index.json lists them.
+concatenated into OUTPUT/dataset (load it with `datasets.load_from_disk`) and OUTPUT/index.json lists them;
+OUTPUT/tokenizer records the vocabulary layout, the pattern and the codec (what `lm/train.py` reads).
 
 Output columns: input_ids (int32), num_frames, duration (s), path, sampling_rate, variant, plus the source's
 other columns (Hub datasets, e.g. transcripts) and audio_codes with --save-codes.
@@ -146,6 +147,21 @@ def resolve_model(args: argparse.Namespace, output: Path) -> str:
 
         SemantiCodecAudioTokenizer.tiny(seed=args.seed).save_pretrained(path)
     return str(path)
+
+
+def save_tokenizer_layout(tokenizer, model: str, revision: Optional[str], output: Path) -> None:
+    """OUTPUT/tokenizer: the ids' vocabulary layout and pattern, and where the codec lives (no weights copied).
+
+    `lm/train.py` reads it to size the LM's vocabulary; `lm/generate.py` to find the codec again.
+    """
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    local = Path(model).expanduser()
+    location = str(local.resolve()) if local.is_dir() else model
+    SemantiCodecAudioTokenizer(
+        layout=tokenizer.layout, pattern=tokenizer.pattern, add_special_tokens=tokenizer.add_special_tokens,
+        codec_name_or_path=location, codec_revision=revision,
+    ).save_pretrained(output / "tokenizer", save_codec=False)
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -294,7 +310,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print(f"{len(dataset)} clips in {num_shards} shards -> {output} ({fn.variant}, pattern {fn.pattern})",
           file=sys.stderr)
 
-    fn.load_tokenizer()  # load once here: forked workers inherit it instead of loading their own
+    tokenizer = fn.load_tokenizer()  # load once here: forked workers inherit it instead of loading their own
+    save_tokenizer_layout(tokenizer, model, args.revision, output)
     finished = [i for i in range(num_shards) if done_marker(output, i).is_file()]
     if finished:
         print(f"resuming: {len(finished)} finished shards skipped", file=sys.stderr)

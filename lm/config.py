@@ -1,0 +1,187 @@
+"""Training recipes for audio LMs: one YAML file with `model`, `data` and `train` sections, typed and checked.
+
+A recipe says everything that changes the result (sizes, data, schedule, seed); where it runs (CPU, GPUs,
+nodes, mixed precision backend) is accelerate's business, so the same recipe runs everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+ARCHITECTURES = ("gpt2", "llama")
+
+
+@dataclass
+class ModelRecipe:
+    """A decoder-only transformer from transformers; the vocabulary comes from the tokenizer layout."""
+
+    architecture: str = "gpt2"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: Optional[int] = None  # default 4 x hidden_size
+    max_position_embeddings: int = 2048
+    dropout: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)  # passed to the transformers config as is
+
+
+@dataclass
+class SyntheticCorpus:
+    """A learnable id corpus with no audio at all (tests, demos): see `lm.data.synthetic_corpus`."""
+
+    num_clips: int = 64
+    frames: int = 48
+    semantic_vocab_size: int = 64
+    acoustic_vocab_size: int = 128
+    pattern: str = "interleaved"
+
+
+@dataclass
+class DataRecipe:
+    """Where the ids come from and how they become fixed-size blocks.
+
+    `tokenized_dir`: an output folder of `recipes/tokenize_dataset.py` (its `dataset/` and `tokenizer/`);
+    `synthetic`: a generated corpus (no codec needed). `packing`: concatenate clips and cut into full blocks
+    (best use of compute) or pad each clip to `block_size` (clips longer than a block are split).
+    """
+
+    tokenized_dir: Optional[str] = None
+    synthetic: Optional[SyntheticCorpus] = None
+    block_size: int = 256
+    packing: bool = True
+    eval_fraction: float = 0.05
+    max_eval_blocks: int = 256
+
+
+@dataclass
+class TrainRecipe:
+    """Optimisation, schedule, checkpoints and logging.
+
+    `global_batch_size` is counted in blocks per optimizer step over all processes; the per-process batch
+    is derived from it, so 1 or N processes see the same global batches and reach the same weights.
+    """
+
+    output_dir: str = "runs/audio-lm"
+    seed: int = 0
+    max_steps: int = 100
+    global_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    warmup_steps: int = 10
+    min_learning_rate_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto: bf16 where the GPU has it, otherwise full precision
+    eval_every: int = 50
+    save_every: int = 50
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    log_with: List[str] = field(default_factory=lambda: ["tensorboard"])
+    num_workers: int = 0
+
+
+@dataclass
+class LMRecipe:
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+
+    def validate(self) -> "LMRecipe":
+        if self.model.architecture not in ARCHITECTURES:
+            raise ValueError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.model.architecture!r}.")
+        if self.model.hidden_size % self.model.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.model.hidden_size}) must be a multiple of model.num_heads "
+                f"({self.model.num_heads})."
+            )
+        if (self.data.tokenized_dir is None) == (self.data.synthetic is None):
+            raise ValueError("Give exactly one of data.tokenized_dir (a tokenize_dataset.py output) or data.synthetic.")
+        if self.data.block_size < 4 or self.data.block_size % 2:
+            raise ValueError(f"data.block_size must be an even number >= 4, got {self.data.block_size}.")
+        if self.data.block_size > self.model.max_position_embeddings:
+            raise ValueError(
+                f"data.block_size ({self.data.block_size}) exceeds model.max_position_embeddings "
+                f"({self.model.max_position_embeddings})."
+            )
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}.")
+        train = self.train
+        for name in ("max_steps", "global_batch_size", "gradient_accumulation_steps", "eval_every", "save_every",
+                     "log_every", "keep_checkpoints"):
+            if getattr(train, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(train, name)}.")
+        if train.global_batch_size % train.gradient_accumulation_steps:
+            raise ValueError(
+                f"train.global_batch_size ({train.global_batch_size}) must be a multiple of "
+                f"train.gradient_accumulation_steps ({train.gradient_accumulation_steps})."
+            )
+        if train.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError(f"train.mixed_precision must be auto, no, fp16 or bf16, got {train.mixed_precision!r}.")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Optional[Dict[str, Any]], where: str) -> Any:
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in recipe section {where!r}; known keys: {sorted(known)}.")
+    return cls(**data)
+
+
+def recipe_from_dict(data: Dict[str, Any]) -> LMRecipe:
+    """Nested dict (as in the YAML file) -> validated `LMRecipe`; unknown keys are errors, not silently ignored."""
+    unknown = sorted(set(data) - {"model", "data", "train"})
+    if unknown:
+        raise ValueError(f"Unknown recipe section(s) {unknown}; a recipe has model, data and train.")
+    data_section = dict(data.get("data") or {})
+    if data_section.get("synthetic") is not None:
+        data_section["synthetic"] = _build(SyntheticCorpus, data_section["synthetic"], "data.synthetic")
+    return LMRecipe(
+        model=_build(ModelRecipe, data.get("model"), "model"),
+        data=_build(DataRecipe, data_section, "data"),
+        train=_build(TrainRecipe, data.get("train"), "train"),
+    ).validate()
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """`section.key=value` strings (value parsed as YAML) applied to the recipe dict, e.g. `train.max_steps=20`."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} is not of the form section.key=value (e.g. train.max_steps=20).")
+        dotted, text = item.split("=", 1)
+        keys = dotted.split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"Override {item!r}: {key!r} is not a section.")
+        node[keys[-1]] = _parse_value(text)
+    return data
+
+
+def load_recipe(path: Union[str, Path], overrides: Optional[List[str]] = None) -> LMRecipe:
+    """Read a YAML recipe; relative data paths stay relative to the working directory (as on the command line)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe {path} does not exist (see recipes/lm_tiny_cpu.yaml for an example).")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"Recipe {path} must be a YAML mapping with model/data/train sections.")
+    return recipe_from_dict(apply_overrides(data, list(overrides or [])))

@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""Train a GPT-style audio LM on SemantiCodec ids with accelerate.
+
+    accelerate launch lm/train.py --config recipes/lm_tiny_cpu.yaml
+    accelerate launch --num_processes 2 --cpu lm/train.py --config recipes/lm_tiny_cpu.yaml
+    accelerate launch --multi_gpu --num_processes 8 lm/train.py --config recipes/lm_realistic_gpu.yaml
+
+(`python lm/train.py ...` runs one process.) The recipe fixes the result; accelerate's own configuration says
+where it runs. Checkpoints (`save_state`) are written every `train.save_every` steps; running the same command
+again resumes from the newest one with the same data order and RNG, so a killed-and-resumed run ends with the
+same weights as one that was never interrupted. The final model is `OUTPUT/final` (`save_pretrained`, with the
+tokenizer's vocabulary layout beside it) and can be used with `lm/generate.py` / `semanticodec-hf continue`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):  # `python lm/train.py` / `accelerate launch lm/train.py`: make `lm` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from lm.config import LMRecipe, load_recipe
+from lm.data import AudioLMDataCollator, BlockBuilder, GlobalBatchOrder, pack_sequences, split_sequences, synthetic_corpus
+from lm.modeling import STREAMS, build_model, count_targets, token_losses
+
+CHECKPOINT_PREFIX = "step_"
+TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete and ignored
+
+
+# ---------------------------------------------------------------------------------------------- data
+class Blocks:
+    """Uniform random access to blocks held in a list or a `datasets.Dataset` column."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def take(self, indices: Sequence[int]) -> List[List[int]]:
+        if isinstance(self.source, list):
+            return [self.source[i] for i in indices]
+        return self.source[list(indices)]["input_ids"]
+
+
+def _split_clips(clips: List[Any], eval_fraction: float, seed: int) -> Tuple[List[Any], List[Any]]:
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(clips))
+    num_eval = 0 if eval_fraction == 0 or len(clips) < 2 else max(1, round(eval_fraction * len(clips)))
+    return [clips[i] for i in order[num_eval:]], [clips[i] for i in order[:num_eval]]
+
+
+def load_corpus(recipe: LMRecipe):
+    """(train blocks, eval blocks, ids-only tokenizer) from the recipe's data section."""
+    from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    data = recipe.data
+    if data.synthetic is not None:
+        spec = data.synthetic
+        layout = SemantiCodecVocabularyLayout(spec.semantic_vocab_size, spec.acoustic_vocab_size)
+        tokenizer = SemantiCodecAudioTokenizer(layout=layout, pattern=spec.pattern)
+        clips = synthetic_corpus(layout, spec.pattern, spec.num_clips, spec.frames, seed=recipe.train.seed)
+        train_clips, eval_clips = _split_clips(clips, data.eval_fraction, recipe.train.seed)
+        build = pack_sequences if data.packing else split_sequences
+        return (Blocks(build(train_clips, data.block_size, layout)),
+                Blocks(build(eval_clips, data.block_size, layout)), tokenizer)
+
+    import datasets
+
+    root = Path(data.tokenized_dir)
+    if not (root / "dataset").is_dir() or not (root / "tokenizer").is_dir():
+        raise FileNotFoundError(
+            f"{root} is not a finished recipes/tokenize_dataset.py output (it needs dataset/ and tokenizer/); run "
+            "or resume the tokenization first."
+        )
+    tokenizer = SemantiCodecAudioTokenizer.from_pretrained(root / "tokenizer", load_codec=False)
+    clips = datasets.load_from_disk(str(root / "dataset")).select_columns(["input_ids"])
+    if data.eval_fraction > 0 and len(clips) > 1:
+        parts = clips.train_test_split(test_size=max(1, round(data.eval_fraction * len(clips))),
+                                       seed=recipe.train.seed)
+        train_clips, eval_clips = parts["train"], parts["test"]
+    else:
+        train_clips, eval_clips = clips, clips.select([])
+    builder = BlockBuilder(tokenizer.layout, data.block_size, data.packing)
+    to_blocks = lambda ds: ds.map(builder, batched=True, batch_size=1000, remove_columns=ds.column_names,  # noqa: E731
+                                  desc="blocks")
+    return Blocks(to_blocks(train_clips)), Blocks(to_blocks(eval_clips)), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def checkpoints(output: Path) -> List[Tuple[int, Path]]:
+    """Complete checkpoints (those with a trainer state), oldest first."""
+    found = []
+    for path in (output / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"):
+        if (path / TRAINER_STATE).is_file() and path.name[len(CHECKPOINT_PREFIX):].isdigit():
+            found.append((int(path.name[len(CHECKPOINT_PREFIX):]), path))
+    return sorted(found)
+
+
+def resolve_resume(output: Path, resume: str) -> Optional[Path]:
+    if resume == "no":
+        return None
+    if resume == "auto":
+        found = checkpoints(output)
+        return found[-1][1] if found else None
+    path = Path(resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE}).")
+    return path
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _trackers(names: List[str]) -> List[str]:
+    from accelerate.utils import is_tensorboard_available
+
+    usable = []
+    for name in names:
+        if name == "tensorboard" and not is_tensorboard_available():
+            print("warning: tensorboard is not installed (pip install tensorboard); not logging to it",
+                  file=sys.stderr)
+            continue
+        usable.append(name)
+    return usable
+
+
+def _flat_hparams(recipe: LMRecipe) -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}/", item)
+        else:
+            flat[prefix.rstrip("/")] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", recipe.to_dict())
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def evaluate(accelerator, model, blocks: Blocks, collator, layout, batch_size: int, limit: int) -> Dict[str, float]:
+    """Loss and per-stream perplexity over the eval blocks (sharded over processes, summed exactly)."""
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    count = min(len(blocks), limit)
+    mine = list(range(accelerator.process_index, count, accelerator.num_processes))
+    totals = {key: torch.zeros((), dtype=torch.float64, device=accelerator.device)
+              for key in ["loss_sum", "tokens"] + [f"{s}_{k}" for s in STREAMS for k in ("loss_sum", "tokens")]}
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            batch = collator(blocks.take(mine[start:start + batch_size]))
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            with accelerator.autocast():
+                logits = unwrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            for key, value in token_losses(logits, batch["labels"], layout).items():
+                totals[key] += value.double()
+    totals = {key: accelerator.reduce(value, reduction="sum") for key, value in totals.items()}
+    unwrapped.train(was_training)
+    results = {"eval/loss": float(totals["loss_sum"] / totals["tokens"].clamp(min=1))}
+    for stream in ("semantic", "acoustic"):
+        tokens = float(totals[f"{stream}_tokens"])
+        if tokens:
+            mean = float(totals[f"{stream}_loss_sum"]) / tokens
+            results[f"eval/{stream}_loss"] = mean
+            results[f"eval/{stream}_perplexity"] = math.exp(min(mean, 50.0))
+    return results
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe (see recipes/lm_tiny_cpu.yaml)")
+    parser.add_argument("--output-dir", help="overrides train.output_dir")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="recipe overrides, e.g. --set train.max_steps=20 model.num_layers=4")
+    parser.add_argument("--resume", default="auto",
+                        help="'auto' (default: newest checkpoint in the output folder, if any), 'no', or a path")
+    parser.add_argument("--crash-after-step", type=int, help=argparse.SUPPRESS)  # tests: die like a killed job
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
+    recipe = load_recipe(args.config, overrides)
+    return train(recipe, resume=args.resume, crash_after_step=args.crash_after_step)
+
+
+def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
+    """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    cfg = recipe.train
+    output = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+                              log_with=_trackers(cfg.log_with) or None, project_dir=str(output / "logs"))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_batch = cfg.global_batch_size // cfg.gradient_accumulation_steps
+    if micro_batch % world:
+        raise ValueError(
+            f"train.global_batch_size / gradient_accumulation_steps = {micro_batch} blocks cannot be split evenly "
+            f"over {world} processes; choose a multiple of {world}."
+        )
+    per_process = micro_batch // world
+
+    set_seed(cfg.seed)  # the same initial weights on every process
+    train_blocks, eval_blocks, tokenizer = load_corpus(recipe)
+    layout = tokenizer.layout
+    collator = AudioLMDataCollator(layout, recipe.data.block_size)
+    order = GlobalBatchOrder(len(train_blocks), micro_batch, cfg.seed)
+    model = build_model(recipe.model, layout)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    )
+    # Not passed to prepare(): accelerate would step it once per process; checkpointed through registration.
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps,
+        min_lr_rate=cfg.min_learning_rate_ratio,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    start_step = 0
+    checkpoint = resolve_resume(output, resume)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start_step = json.loads((checkpoint / TRAINER_STATE).read_text())["step"]
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    metrics_file = output / "metrics.jsonl"
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if metrics_file.is_file() and start_step:  # drop what a killed run logged after its last checkpoint
+            kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+        metrics_file.write_text("".join(line + "\n" for line in kept))
+    accelerator.init_trackers("audio-lm", config=_flat_hparams(recipe))
+
+    def log(values: Dict[str, Any], step: int) -> None:
+        accelerator.log(values, step=step)
+        if accelerator.is_main_process:
+            with metrics_file.open("a") as handle:
+                handle.write(json.dumps({"step": step, **values}) + "\n")
+
+    num_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
+    accelerator.print(
+        f"{num_params / 1e6:.2f}M parameters, {len(train_blocks)} train / {len(eval_blocks)} eval blocks of "
+        f"{recipe.data.block_size}, {world} process(es) x {per_process} blocks x "
+        f"{cfg.gradient_accumulation_steps} accumulation = {cfg.global_batch_size} blocks per step"
+    )
+    model.train()
+    started, tokens_seen, last = time.perf_counter(), 0, {}
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train", unit="step",
+               disable=not accelerator.is_local_main_process, file=sys.stderr)
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        micro = [collator(train_blocks.take(order((step - 1) * cfg.gradient_accumulation_steps + m)))
+                 for m in range(cfg.gradient_accumulation_steps)]
+        global_tokens = sum(count_targets(batch["labels"]) for batch in micro)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for m, batch in enumerate(micro):
+            mine = {key: value[rank * per_process:(rank + 1) * per_process].to(accelerator.device)
+                    for key, value in batch.items()}
+            last_micro = m == len(micro) - 1
+            with (contextlib.nullcontext() if last_micro else accelerator.no_sync(model)):
+                with accelerator.autocast():
+                    logits = model(input_ids=mine["input_ids"], attention_mask=mine["attention_mask"]).logits
+                    losses = token_losses(logits, mine["labels"], layout)
+                # DDP averages gradients over processes, hence x world: the result is the global token mean.
+                accelerator.backward(losses["loss_sum"] * world / global_tokens)
+            loss_sum += losses["loss_sum"].detach().double()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += global_tokens
+        loss = float(accelerator.reduce(loss_sum, reduction="sum")) / global_tokens
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            elapsed = time.perf_counter() - started
+            last = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
+                    "train/grad_norm": float(grad_norm), "train/tokens_per_second": tokens_seen / max(elapsed, 1e-9)}
+            log(last, step)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            if len(eval_blocks):
+                log(evaluate(accelerator, model, eval_blocks, collator, layout, per_process,
+                             recipe.data.max_eval_blocks), step)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            save_checkpoint(accelerator, output, step, recipe, cfg.keep_checkpoints)
+        if crash_after_step is not None and step == crash_after_step:
+            accelerator.wait_for_everyone()
+            os._exit(137)  # no clean-up, no final save: as if the job had been killed
+    bar.close()
+    final = output / "final"
+    accelerator.wait_for_everyone()
+    summary: Dict[str, Any] = {"steps": cfg.max_steps, "resumed_from": start_step or None,
+                               "parameters": num_params, "final": str(final), **last}
+    if accelerator.is_main_process:
+        save_final(accelerator.unwrap_model(model), tokenizer, recipe, final, accelerator)
+        (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.end_training()
+    return summary
+
+
+def save_checkpoint(accelerator, output: Path, step: int, recipe: LMRecipe, keep: int) -> None:
+    path = output / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (path / TRAINER_STATE).write_text(json.dumps({"step": step, "recipe": recipe.to_dict()}, indent=2) + "\n")
+        for _, old in checkpoints(output)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def save_final(model, tokenizer, recipe: LMRecipe, final: Path, accelerator) -> None:
+    """`save_pretrained` folder + the vocabulary layout and pattern (`audio_tokenizer_config.json`) + the recipe."""
+    import yaml
+
+    model.save_pretrained(final, save_function=accelerator.save)
+    tokenizer.save_pretrained(final, save_codec=False)
+    (final / "lm_recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()
