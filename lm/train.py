@@ -2,7 +2,7 @@
 """Train a GPT-style audio LM on SemantiCodec ids with accelerate.
 
     accelerate launch lm/train.py --config recipes/lm_tiny_cpu.yaml
-    accelerate launch --num_processes 2 --cpu lm/train.py --config recipes/lm_tiny_cpu.yaml
+    torchrun --standalone --nproc_per_node 2 lm/train.py --config recipes/lm_tiny_cpu.yaml   # 2 CPU processes (gloo)
     accelerate launch --multi_gpu --num_processes 8 lm/train.py --config recipes/lm_realistic_gpu.yaml
 
 (`python lm/train.py ...` runs one process.) The recipe fixes the result; accelerate's own configuration says
@@ -213,7 +213,9 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
 
     cfg = recipe.train
     output = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+    # cpu=True on machines without an accelerator, so `torchrun --nproc_per_node N` gives N gloo processes.
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available(),
+                              mixed_precision=_mixed_precision(cfg.mixed_precision),
                               log_with=_trackers(cfg.log_with) or None, project_dir=str(output / "logs"))
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_batch = cfg.global_batch_size // cfg.gradient_accumulation_steps

@@ -1,0 +1,145 @@
+"""The accelerate trainer: it learns, it resumes bit for bit, and 1 or 2 processes or accumulation agree."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lm.train import checkpoints, main
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _recipe(tmp_path, name="recipe.yaml", **train):
+    recipe = {
+        "model": {"architecture": "gpt2", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                  "max_position_embeddings": 64, "dropout": 0.1},
+        "data": {"synthetic": {"num_clips": 24, "frames": 20, "semantic_vocab_size": 16, "acoustic_vocab_size": 16},
+                 "block_size": 32, "eval_fraction": 0.1},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 6, "global_batch_size": 4, "learning_rate": 3e-3,
+                  "warmup_steps": 2, "eval_every": 3, "save_every": 3, "log_every": 1, "log_with": []},
+    }
+    recipe["train"].update(train)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _metrics(output):
+    return [json.loads(line) for line in (Path(output) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_losses(output):
+    return {m["step"]: m["train/loss"] for m in _metrics(output) if "train/loss" in m}
+
+
+def _weights(output):
+    return load_file(str(Path(output) / "final" / "model.safetensors"))
+
+
+def test_tiny_model_overfits_a_tiny_corpus(tmp_path):
+    config = _recipe(tmp_path)
+    summary = main(["--config", str(config), "--set", "train.max_steps=80", "train.learning_rate=0.01",
+                    "train.eval_every=80", "train.save_every=80", "train.log_every=1", "model.dropout=0.0",
+                    "model.hidden_size=64", "data.synthetic.num_clips=4", "data.eval_fraction=0"])
+    losses = _train_losses(tmp_path / "run")
+    assert losses[1] > 3.0  # ln(36) = 3.58 for a model that knows nothing
+    assert summary["train/loss"] < 0.1, losses  # 4 clips memorised
+    final = tmp_path / "run" / "final"
+    assert {"config.json", "model.safetensors", "audio_tokenizer_config.json", "lm_recipe.yaml"} <= {
+        p.name for p in final.iterdir()}
+    from transformers import AutoModelForCausalLM
+
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(final)
+    layout = SemantiCodecAudioTokenizer.from_pretrained(final, load_codec=False).layout
+    assert model.config.vocab_size == layout.vocab_size == 36
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    config = _recipe(tmp_path)
+    main(["--config", str(config), "--output-dir", str(tmp_path / "straight")])
+    # A real process that dies (os._exit, no clean-up) after step 4; its newest checkpoint is step 3.
+    crashed = subprocess.run(
+        [sys.executable, str(REPO / "lm" / "train.py"), "--config", str(config), "--output-dir",
+         str(tmp_path / "killed"), "--crash-after-step", "4"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+    )
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    assert [step for step, _ in checkpoints(tmp_path / "killed")] == [3]
+    assert not (tmp_path / "killed" / "final").exists()
+    summary = main(["--config", str(config), "--output-dir", str(tmp_path / "killed")])
+    assert summary["resumed_from"] == 3
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    # the log is continuous too: what the killed run wrote after its checkpoint was replaced, not duplicated
+    timeless = lambda rows: [{k: v for k, v in m.items() if k != "train/tokens_per_second"} for m in rows]  # noqa: E731
+    assert timeless(_metrics(tmp_path / "killed")) == timeless(_metrics(tmp_path / "straight"))
+
+
+def test_gradient_accumulation_gives_the_same_training(tmp_path):
+    config = _recipe(tmp_path)
+    main(["--config", str(config), "--output-dir", str(tmp_path / "one"), "--set", "model.dropout=0.0"])
+    main(["--config", str(config), "--output-dir", str(tmp_path / "two"), "--set", "model.dropout=0.0",
+          "train.gradient_accumulation_steps=2"])
+    one, two = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5, abs=1e-6)
+
+
+def test_two_cpu_processes_agree_with_one(tmp_path):
+    config = _recipe(tmp_path)
+    common = ["--config", str(config), "--set", "model.dropout=0.0"]
+    main(common + ["--output-dir", str(tmp_path / "single")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launched = subprocess.run(  # torchrun: 2 gloo processes on this CPU, as documented in lm/train.py
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(REPO / "lm" / "train.py"), *common, "--output-dir", str(tmp_path / "double")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "2 process(es)" in launched.stdout + launched.stderr
+    single, double = _metrics(tmp_path / "single"), _metrics(tmp_path / "double")
+    assert [m["step"] for m in single] == [m["step"] for m in double]
+    for a, b in zip(single, double):
+        for key in a:
+            if key.startswith(("train/loss", "eval/")):
+                assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
+
+
+def test_trainer_reads_a_tokenize_dataset_output(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        sf.write(str(clips / f"c{i}.wav"), (0.1 * rng.standard_normal(8000 * (2 + i % 2))).astype("float32"), 16000)
+    sys.path.insert(0, str(REPO / "recipes"))
+    try:
+        import tokenize_dataset
+    finally:
+        sys.path.remove(str(REPO / "recipes"))
+    tokenize_dataset.main(["--audio-dir", str(clips), "--output", str(tmp_path / "tokens"), "--tiny"])
+    config = _recipe(tmp_path)
+    summary = main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--set", "data.synthetic=null",
+                    f"data.tokenized_dir={tmp_path / 'tokens'}", "data.eval_fraction=0.2", "train.max_steps=2"])
+    assert summary["steps"] == 2
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    saved = SemantiCodecAudioTokenizer.from_pretrained(tmp_path / "run" / "final", load_codec=False)
+    assert saved.layout.vocab_size == 196 and saved.codec_name_or_path == str(tmp_path / "tokens" / "tiny_codec_seed0")
+    with pytest.raises(FileNotFoundError, match="tokenize_dataset"):
+        main(["--config", str(config), "--set", "data.synthetic=null", f"data.tokenized_dir={tmp_path / 'nothing'}"])
