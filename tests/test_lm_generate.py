@@ -1,0 +1,159 @@
+"""Generation: the pattern-forcing logits processor and prompt continuation to a waveform."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lm.config import ModelRecipe
+from lm.generate import AudioContinuation, PatternLogitsProcessor, new_tokens_needed, prompt_ids
+from lm.modeling import build_model
+from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout
+from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LAYOUT = SemantiCodecVocabularyLayout(16, 16)
+
+
+def _random_lm(layout, seed=0, positions=512):
+    torch.manual_seed(seed)
+    return build_model(ModelRecipe(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=positions),
+                       layout).eval()
+
+
+def _generate(lm, prompts, processor, max_new_tokens, seed):
+    tokenizer = SemantiCodecAudioTokenizer(layout=LAYOUT)
+    batch = tokenizer.pad(prompts, padding_side="left")
+    torch.manual_seed(seed)
+    from transformers import LogitsProcessorList
+
+    return lm.generate(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=True, temperature=3.0,
+        max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList([processor]),
+        bos_token_id=LAYOUT.bos_token_id, eos_token_id=LAYOUT.eos_token_id, pad_token_id=LAYOUT.pad_token_id,
+    )
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_every_generated_sequence_is_decodable(pattern):
+    """A random LM sampled hot (temperature 3) writes ids of every kind; the processor keeps them decodable."""
+    lm = _random_lm(LAYOUT)
+    tokenizer = SemantiCodecAudioTokenizer(layout=LAYOUT, pattern=pattern)
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        prompt_codes = [torch.from_numpy(np.stack([rng.integers(0, 16, n), rng.integers(0, 16, n)]))
+                        for n in (int(rng.integers(1, 6)), int(rng.integers(1, 6)), 1)]
+        target = int(rng.integers(7, 12))
+        prompts = [prompt_ids(c, LAYOUT, pattern) for c in prompt_codes]
+        processor = PatternLogitsProcessor(
+            LAYOUT, pattern, target_frames=[target] * 3,
+            forced_acoustic=[c[1].tolist() for c in prompt_codes] if pattern == "semantic_then_acoustic" else None,
+        )
+        needed = max(new_tokens_needed(pattern, c.shape[1], target) for c in prompt_codes)
+        sequences = _generate(lm, prompts, processor, needed, seed=trial)
+        for row, codes in enumerate(tokenizer.decode_ids(sequences)):
+            assert codes.shape[-1] == target  # exactly the asked number of frames, then <eos>
+            prompt_frames = prompt_codes[row].shape[1]
+            rows = 1 if pattern == "semantic_only" else 2
+            assert torch.equal(codes[:rows, :prompt_frames], prompt_codes[row][:rows])  # the prompt is kept
+        assert (sequences == LAYOUT.eos_token_id).sum(dim=1).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("pattern", ["interleaved", "semantic_only"])
+def test_without_a_target_eos_may_only_follow_a_whole_frame(pattern):
+    lm = _random_lm(LAYOUT, seed=1)
+    tokenizer = SemantiCodecAudioTokenizer(layout=LAYOUT, pattern=pattern)
+    processor = PatternLogitsProcessor(LAYOUT, pattern)
+    for seed in range(4):
+        sequences = _generate(lm, [[LAYOUT.bos_token_id]] * 4, processor, 30, seed=seed)
+        for row in sequences:
+            ids = row.tolist()
+            if LAYOUT.eos_token_id in ids:  # stopped by the model: everything before is whole frames
+                tokenizer.decode_ids(ids)
+            else:  # stopped by max_new_tokens: at most the last frame is cut
+                tokenizer.decode_ids(ids[: len(ids) - (len(ids) - 1) % (2 if pattern == "interleaved" else 1)])
+
+
+def test_processor_masks_exactly_what_the_pattern_allows():
+    layout = LAYOUT
+    interleaved = PatternLogitsProcessor(layout, "interleaved", target_frames=[2])
+    bos = layout.bos_token_id
+    allowed = lambda p, ids: set(torch.nonzero(p.allowed(0, np.array(ids))).flatten().tolist())  # noqa: E731
+    semantic, acoustic = set(range(16)), set(range(16, 32))
+    assert allowed(interleaved, [bos]) == semantic
+    assert allowed(interleaved, [bos, 3]) == acoustic
+    assert allowed(interleaved, [bos, 3, 19]) == semantic  # no early <eos> by default
+    assert allowed(interleaved, [bos, 3, 19, 4, 20]) == {layout.eos_token_id}
+    assert allowed(interleaved, [layout.pad_token_id, bos, 3, 19, 4, 20, layout.eos_token_id]) == {
+        layout.eos_token_id, layout.pad_token_id}
+    early = PatternLogitsProcessor(layout, "interleaved", target_frames=[2], allow_early_eos=True)
+    assert allowed(early, [bos, 3, 19]) == semantic | {layout.eos_token_id}
+    stacked = PatternLogitsProcessor(layout, "semantic_then_acoustic", target_frames=[2], forced_acoustic=[[5]])
+    assert allowed(stacked, [bos, 3]) == semantic
+    assert allowed(stacked, [bos, 3, 4]) == {16 + 5}  # the prompt's own acoustic id first
+    assert allowed(stacked, [bos, 3, 4, 21]) == acoustic
+    assert allowed(stacked, [bos, 3, 4, 21, 22]) == {layout.eos_token_id}
+    scores = torch.zeros(1, layout.vocab_size)
+    out = interleaved(torch.tensor([[bos, 3]]), scores)
+    assert torch.isinf(out[0, :16]).all() and torch.isfinite(out[0, 16:32]).all()
+    with pytest.raises(ValueError, match="needs target_frames"):
+        PatternLogitsProcessor(layout, "semantic_then_acoustic")
+
+
+@pytest.fixture(scope="module")
+def tiny_codec():
+    return SemantiCodecAudioTokenizer.tiny(seed=0)
+
+
+def test_continuation_has_the_requested_length_and_starts_with_the_prompt_reconstruction(tiny_codec):
+    engine = AudioContinuation(_random_lm(tiny_codec.layout), tiny_codec)
+    rng = np.random.default_rng(0)
+    prompts = [0.1 * rng.standard_normal(16000).astype(np.float32),
+               0.1 * rng.standard_normal((2, 24000)).astype(np.float32)]  # stereo, 1.5 s
+    out = engine.continue_audio([prompts[0], prompts[1]], 16000, seconds=2.0, num_inference_steps=5,
+                                seed=3)
+    for i, wave in enumerate(out["audio"]):
+        assert wave.shape == (32000,)
+        prompt = out["prompt_reconstruction"][i]
+        assert prompt.shape == ((16000, 24000)[i],)
+        assert torch.equal(wave[: prompt.shape[0]], prompt)
+        assert out["codes"][i].shape[1] == out["target_frames"]
+    # the same prompt alone, through the codec, reconstructs to the same audio (what `roundtrip` gives)
+    alone = tiny_codec.model.decode(tiny_codec.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
+                                    num_inference_steps=5, seed=3).audio_values[0, 0]
+    assert torch.allclose(out["audio"][0][:16000], alone, atol=1e-6)
+    again = engine.continue_audio([prompts[0], prompts[1]], 16000, seconds=2.0, num_inference_steps=5,
+                                  seed=3)
+    assert torch.equal(again["ids"], out["ids"])  # seeded: the same batch gives the same continuation
+    assert all(torch.equal(a, b) for a, b in zip(again["audio"], out["audio"]))
+    with pytest.raises(ValueError, match="must exceed the prompt"):
+        engine.continue_audio([prompts[0]], 16000, seconds=0.5)
+    with pytest.raises(ValueError, match="longer context"):
+        AudioContinuation(_random_lm(tiny_codec.layout, positions=64), tiny_codec).continue_audio(
+            [prompts[0]], 16000, seconds=2.0)
+
+
+def test_continue_command_end_to_end(tmp_path, tiny_codec):
+    """Tokenizer layout saved with the LM, codec folder given on the command line, wav written."""
+    from semanticodec_hf.cli import main as cli_main
+
+    lm_dir, codec_dir = tmp_path / "lm", tmp_path / "codec"
+    _random_lm(tiny_codec.layout).save_pretrained(lm_dir)
+    SemantiCodecAudioTokenizer(layout=tiny_codec.layout).save_pretrained(lm_dir, save_codec=False)
+    tiny_codec.save_pretrained(codec_dir)
+    prompt = tmp_path / "prompt.wav"
+    sf.write(str(prompt), 0.1 * np.random.default_rng(1).standard_normal(8000), 8000)  # 1 s at 8 kHz
+    out = tmp_path / "out.wav"
+    code = cli_main(["continue", str(prompt), str(out), "--lm", str(lm_dir), "--codec", str(codec_dir),
+                     "--seconds", "1.5", "--steps", "5"])
+    assert code == 0
+    audio, rate = sf.read(str(out))
+    assert rate == 16000 and audio.shape == (24000,)
+    # a codec of another variant is refused by layout, not silently decoded
+    other = tmp_path / "other"
+    SemantiCodecAudioTokenizer.tiny(seed=0, semantic_vocab_size=32).save_pretrained(other)
+    assert cli_main(["continue", str(prompt), str(tmp_path / "x.wav"), "--lm", str(lm_dir), "--codec", str(other),
+                     "--seconds", "1.5"]) == 2
+    assert not (tmp_path / "x.wav").exists()
+    assert cli_main(["continue", str(tmp_path / "missing.wav"), str(tmp_path / "y.wav"), "--lm", str(lm_dir),
+                     "--codec", str(codec_dir), "--seconds", "1.5"]) == 2
