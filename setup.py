@@ -27,10 +27,14 @@ setup(
         "soundfile>=0.12",
         "soxr>=0.3",
         "tqdm>=4.60",
+        "pyyaml>=6",  # LM recipes
     ],
     extras_require={
         "bpe": ["sentencepiece>=0.2"],  # optional acoustic BPE over the semantic stream
-        "dev": ["pytest>=7", "hypothesis>=6", "sentencepiece>=0.2"],
+        "lm": ["tensorboard>=2.10"],  # the LM trainer's default tracker (it warns and goes on without it)
+        "eval": ["pesq>=0.0.4", "pystoi>=0.4", "matplotlib>=3.7"],  # codec metrics: PESQ/STOI, plots
+        "dev": ["pytest>=7", "hypothesis>=6", "sentencepiece>=0.2", "tensorboard>=2.10", "pesq>=0.0.4",
+                "pystoi>=0.4", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
 )

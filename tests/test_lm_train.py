@@ -143,3 +143,10 @@ def test_trainer_reads_a_tokenize_dataset_output(tmp_path):
     assert saved.layout.vocab_size == 196 and saved.codec_name_or_path == str(tmp_path / "tokens" / "tiny_codec_seed0")
     with pytest.raises(FileNotFoundError, match="tokenize_dataset"):
         main(["--config", str(config), "--set", "data.synthetic=null", f"data.tokenized_dir={tmp_path / 'nothing'}"])
+
+
+def test_tensorboard_tracker_writes_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    config = _recipe(tmp_path)
+    main(["--config", str(config), "--set", "train.max_steps=2", "train.log_with=[tensorboard]"])
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
