@@ -33,8 +33,9 @@ setup(
         "bpe": ["sentencepiece>=0.2"],  # optional acoustic BPE over the semantic stream
         "lm": ["tensorboard>=2.10"],  # the LM trainer's default tracker (it warns and goes on without it)
         "eval": ["pesq>=0.0.4", "pystoi>=0.4", "matplotlib>=3.7"],  # codec metrics: PESQ/STOI, plots
+        "codebook": ["faiss-cpu>=1.8", "scikit-learn>=1.3"],  # semantic k-means (faiss; sklearn streams)
         "dev": ["pytest>=7", "hypothesis>=6", "sentencepiece>=0.2", "tensorboard>=2.10", "pesq>=0.0.4",
-                "pystoi>=0.4", "matplotlib>=3.7"],
+                "pystoi>=0.4", "matplotlib>=3.7", "faiss-cpu>=1.8", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
 )
