@@ -12,7 +12,6 @@ with exactly the prompt's reconstruction and then the LM's continuation.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence

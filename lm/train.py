@@ -19,11 +19,10 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # `python lm/train.py` / `accelerate launch lm/train.py`: make `lm` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,9 +32,15 @@ import torch
 from lm.config import LMRecipe, load_recipe
 from lm.data import AudioLMDataCollator, BlockBuilder, GlobalBatchOrder, pack_sequences, split_sequences, synthetic_corpus
 from lm.modeling import STREAMS, build_model, count_targets, token_losses
+from semanticodec_hf.training_utils import (  # shared with recipes/train_codec.py
+    MetricsLog,
+    flat_hparams,
+    load_checkpoint,
+    make_accelerator,
+    resolve_resume,
+    save_checkpoint,
+)
 
-CHECKPOINT_PREFIX = "step_"
-TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete and ignored
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -100,61 +105,6 @@ def load_corpus(recipe: LMRecipe):
     return Blocks(to_blocks(train_clips)), Blocks(to_blocks(eval_clips)), tokenizer
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-def checkpoints(output: Path) -> List[Tuple[int, Path]]:
-    """Complete checkpoints (those with a trainer state), oldest first."""
-    found = []
-    for path in (output / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"):
-        if (path / TRAINER_STATE).is_file() and path.name[len(CHECKPOINT_PREFIX):].isdigit():
-            found.append((int(path.name[len(CHECKPOINT_PREFIX):]), path))
-    return sorted(found)
-
-
-def resolve_resume(output: Path, resume: str) -> Optional[Path]:
-    if resume == "no":
-        return None
-    if resume == "auto":
-        found = checkpoints(output)
-        return found[-1][1] if found else None
-    path = Path(resume)
-    if not (path / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE}).")
-    return path
-
-
-def _mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def _trackers(names: List[str]) -> List[str]:
-    from accelerate.utils import is_tensorboard_available
-
-    usable = []
-    for name in names:
-        if name == "tensorboard" and not is_tensorboard_available():
-            print("warning: tensorboard is not installed (pip install tensorboard); not logging to it",
-                  file=sys.stderr)
-            continue
-        usable.append(name)
-    return usable
-
-
-def _flat_hparams(recipe: LMRecipe) -> Dict[str, Any]:
-    flat: Dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}{key}/", item)
-        else:
-            flat[prefix.rstrip("/")] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk("", recipe.to_dict())
-    return flat
-
-
 # ---------------------------------------------------------------------------------------------- loop
 def evaluate(accelerator, model, blocks: Blocks, collator, layout, batch_size: int, limit: int) -> Dict[str, float]:
     """Loss and per-stream perplexity over the eval blocks (sharded over processes, summed exactly)."""
@@ -206,17 +156,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
     """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     cfg = recipe.train
     output = Path(cfg.output_dir)
-    # cpu=True on machines without an accelerator, so `torchrun --nproc_per_node N` gives N gloo processes.
-    accelerator = Accelerator(cpu=not torch.accelerator.is_available(),
-                              mixed_precision=_mixed_precision(cfg.mixed_precision),
-                              log_with=_trackers(cfg.log_with) or None, project_dir=str(output / "logs"))
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.log_with, output / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_batch = cfg.global_batch_size // cfg.gradient_accumulation_steps
     if micro_batch % world:
@@ -249,23 +195,10 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
     start_step = 0
     checkpoint = resolve_resume(output, resume)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        start_step = json.loads((checkpoint / TRAINER_STATE).read_text())["step"]
+        start_step = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
-    metrics_file = output / "metrics.jsonl"
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if metrics_file.is_file() and start_step:  # drop what a killed run logged after its last checkpoint
-            kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= start_step]
-        metrics_file.write_text("".join(line + "\n" for line in kept))
-    accelerator.init_trackers("audio-lm", config=_flat_hparams(recipe))
-
-    def log(values: Dict[str, Any], step: int) -> None:
-        accelerator.log(values, step=step)
-        if accelerator.is_main_process:
-            with metrics_file.open("a") as handle:
-                handle.write(json.dumps({"step": step, **values}) + "\n")
+    log = MetricsLog(accelerator, output, start_step)
+    accelerator.init_trackers("audio-lm", config=flat_hparams(recipe.to_dict()))
 
     num_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     accelerator.print(
@@ -311,7 +244,7 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
                 log(evaluate(accelerator, model, eval_blocks, collator, layout, per_process,
                              recipe.data.max_eval_blocks), step)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, output, step, recipe, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output, step, {"recipe": recipe.to_dict()}, cfg.keep_checkpoints)
         if crash_after_step is not None and step == crash_after_step:
             accelerator.wait_for_everyone()
             os._exit(137)  # no clean-up, no final save: as if the job had been killed
@@ -325,17 +258,6 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
         (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()
     return summary
-
-
-def save_checkpoint(accelerator, output: Path, step: int, recipe: LMRecipe, keep: int) -> None:
-    path = output / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
-    accelerator.save_state(str(path))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (path / TRAINER_STATE).write_text(json.dumps({"step": step, "recipe": recipe.to_dict()}, indent=2) + "\n")
-        for _, old in checkpoints(output)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 def save_final(model, tokenizer, recipe: LMRecipe, final: Path, accelerator) -> None:

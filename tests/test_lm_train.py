@@ -11,7 +11,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from lm.train import checkpoints, main
+from lm.train import main
+from semanticodec_hf.training_utils import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
