@@ -244,6 +244,11 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
             )
         return waveform
 
+    def to_mono_16k(self, audio: Any, sampling_rate: int) -> torch.Tensor:
+        """One item -> the validated mono 16 kHz float32 signal `[N]` this extractor computes features from
+        (same mono rule and resampler); training recipes use it for targets aligned with the features."""
+        return self._prepare_waveform(audio, 0, _check_sampling_rate(sampling_rate), torch.device("cpu"))
+
     def __call__(
         self,
         raw_audio: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],

@@ -1,0 +1,144 @@
+"""Training-time pieces of SemantiCodec (used by `recipes/train_codec.py`): the acoustic VQ with EMA codebook
+updates and the joint objective of the acoustic branch and the diffusion UNet.
+
+What trains and what stays frozen follows the paper: AudioMAE, the semantic k-means codebook, the VAE and the
+vocoder are frozen; the LSTM + output projection (through a straight-through VQ with a commitment loss and an
+EMA-updated codebook, as vector-quantize-pytorch's `VectorQuantize(decay=0.9, commitment_weight=1.0)` trains it)
+and the UNet (v-prediction on VAE latents of the 64-bin log-mel) learn together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .conditioning import append_positional_encoding, unconditional_conditioning
+from .modeling_semanticodec_encoder import frames_kept, mark_out_padding, padding_cut
+
+
+class EMAVectorQuantizerTrainer(nn.Module):
+    """Straight-through VQ over the codec's acoustic codebook, updated in place by exponential moving averages.
+
+    Our own (not vector-quantize-pytorch) because the inference quantizer is a plain buffer of the model; this
+    module keeps only the EMA statistics (`cluster_size`, `embed_sum`) beside it, and sums them over processes.
+    """
+
+    def __init__(self, quantizer: nn.Module, decay: float = 0.9, epsilon: float = 1e-5):
+        super().__init__()
+        self._quantizer = [quantizer]  # a list: not registered twice, and follows the model across devices
+        self.decay, self.epsilon = decay, epsilon
+        self.register_buffer("cluster_size", torch.ones(quantizer.codebook.shape[0]))
+        self.register_buffer("embed_sum", quantizer.codebook.detach().clone())
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The model's acoustic codebook buffer (updated in place)."""
+        return self._quantizer[0].codebook
+
+    def forward(self, residual: torch.Tensor, valid: torch.Tensor):
+        """`residual [N, W, D]`, `valid [N, W]` bool -> (straight-through quantized, ids, commitment loss)."""
+        flat = residual.reshape(-1, residual.shape[-1])
+        with torch.no_grad():
+            distances = torch.cdist(flat.float(), self.codebook.float())
+            ids = distances.argmin(dim=-1)
+        quantized = F.embedding(ids, self.codebook).view_as(residual)
+        mask = valid.reshape(-1)
+        commitment = F.mse_loss(flat[mask], quantized.reshape(-1, residual.shape[-1])[mask].detach()) if mask.any() \
+            else residual.sum() * 0.0
+        if self.training:
+            self._update(flat.detach()[mask], ids[mask])
+        return residual + (quantized - residual).detach(), ids.view(residual.shape[:-1]), commitment
+
+    @torch.no_grad()
+    def _update(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
+        onehot = F.one_hot(ids, self.codebook.shape[0]).type_as(vectors)
+        counts, sums = onehot.sum(0), onehot.t() @ vectors
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook.shape[0] * self.epsilon) * total
+        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
+
+
+@dataclass
+class CodecLosses:
+    loss: torch.Tensor
+    diffusion: torch.Tensor
+    commitment: torch.Tensor
+    codebook_usage: torch.Tensor  # distinct acoustic ids in the batch / codebook size
+
+
+class SemantiCodecTrainingModule(nn.Module):
+    """The codec under training: `forward(windows, mel, generator)` -> losses.
+
+    windows: normalised fbank windows `[B, 1024, 128]`; mel: the VAE-domain log-mel `[B, 1024, 64]` of the same
+    10.24 s; generator: the source of the timesteps, noise, VAE posterior sample and conditioning dropout, so a
+    step is a pure function of its inputs (exact resume without restoring global RNG state).
+    """
+
+    def __init__(self, codec, commitment_weight: float = 1.0, vq_decay: float = 0.9, uncond_probability: float = 0.1):
+        super().__init__()
+        self.codec = codec
+        self.commitment_weight, self.uncond_probability = commitment_weight, uncond_probability
+        self.vq = EMAVectorQuantizerTrainer(codec.encoder.acoustic_quantizer, decay=vq_decay)
+        for name, parameter in codec.named_parameters():
+            parameter.requires_grad_(name.startswith(("encoder.lstm.", "encoder.output_linear.", "decoder.unet.")))
+
+    def conditioning(self, windows: torch.Tensor, generator: Optional[torch.Generator] = None):
+        """Fbank windows -> (UNet conditioning `[B, W, 2D + P]` with gradients into the acoustic branch, losses)."""
+        encoder, config = self.codec.encoder, self.codec.config
+        with torch.no_grad():
+            frames = encoder.pool(encoder.audiomae(windows))
+            semantic = encoder.semantic_quantizer.embed(encoder.semantic_quantizer(frames))
+            kept = frames_kept(padding_cut(windows), config.window_frames, config.frames_per_window)
+        residual = encoder.output_linear(encoder.lstm(mark_out_padding(torch.cat([frames, semantic], -1), kept))[0])
+        valid = torch.arange(residual.shape[1], device=residual.device)[None] < kept[:, None].to(residual.device)
+        acoustic, ids, commitment = self.vq(residual, valid)
+        conditioning = append_positional_encoding(
+            mark_out_padding(torch.cat([acoustic, semantic], -1), kept), encoder.positional_encoding)
+        if generator is not None and self.uncond_probability > 0:
+            drop = torch.rand(conditioning.shape[0], generator=generator) < self.uncond_probability
+            unconditional = unconditional_conditioning(conditioning, self.codec.decoder.feature_width)
+            conditioning = torch.where(drop.to(conditioning.device)[:, None, None], unconditional, conditioning)
+        usage = ids[valid].unique().numel() / self.vq.codebook.shape[0]
+        return conditioning, commitment, torch.tensor(usage)
+
+    @torch.no_grad()
+    def latents(self, mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """VAE posterior sample of the mel, times the checkpoint's `scale_factor` (the diffusion domain)."""
+        decoder = self.codec.decoder
+        posterior = decoder.vae.encode(mel.unsqueeze(1).to(decoder.vae.dtype)).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+        return (posterior.mean + posterior.std * noise).float() * decoder.scale_factor
+
+    def forward(self, windows: torch.Tensor, mel: torch.Tensor, generator: torch.Generator) -> CodecLosses:
+        decoder = self.codec.decoder
+        conditioning, commitment, usage = self.conditioning(windows, generator)
+        clean = self.latents(mel, generator)
+        timesteps = torch.randint(0, decoder.sqrt_alphas_cumprod.shape[0], (clean.shape[0],), generator=generator)
+        noise = torch.randn(clean.shape, generator=generator).to(clean)
+        # The checkpoint's own schedule buffers (bit-identical to the original's), not a re-derived schedule.
+        a = decoder.sqrt_alphas_cumprod[timesteps.to(clean.device)].view(-1, 1, 1, 1)
+        s = decoder.sqrt_one_minus_alphas_cumprod[timesteps.to(clean.device)].view(-1, 1, 1, 1)
+        noisy, target = a * clean + s * noise, a * noise - s * clean
+        prediction = decoder.predict_v(noisy, timesteps.to(clean.device), conditioning)
+        diffusion = F.mse_loss(prediction.float(), target)
+        return CodecLosses(diffusion + self.commitment_weight * commitment, diffusion.detach(), commitment.detach(),
+                           usage)
+
+
+def trainable_parameters(module: nn.Module) -> Dict[str, int]:
+    """Parameter counts by top-level part, trainable only (for the run summary)."""
+    counts: Dict[str, int] = {}
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad:
+            key = ".".join(name.split(".")[:3])
+            counts[key] = counts.get(key, 0) + parameter.numel()
+    return counts
