@@ -120,3 +120,23 @@ def test_codec_training_loss_falls_and_resume_is_exact(tmp_path, corpus):
     model = SemantiCodecModel.from_pretrained(tmp_path / "straight" / "final")
     codes = model.encode(torch.zeros(1, 1024, 128)).audio_codes
     assert codes.shape[:2] == (1, 2)
+
+
+def test_validation_logs_mel_images_to_tensorboard(tmp_path, corpus):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sys.path.insert(0, str(REPO / "recipes"))
+    try:
+        import train_codec
+    finally:
+        sys.path.remove(str(REPO / "recipes"))
+    config = _recipe(tmp_path, corpus)
+    train_codec.main(["--config", str(config), "--output-dir", str(tmp_path / "tb"), "--set", "train.max_steps=1",
+                      "train.log_with=[tensorboard]"])
+    tags = set()
+    for events in (tmp_path / "tb" / "logs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["images"]) | set(accumulator.Tags()["scalars"])
+    assert {"val/mel_clip0", "val/mel_l1", "val/diffusion_loss", "train/loss"} <= tags
