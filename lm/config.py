@@ -46,10 +46,13 @@ class DataRecipe:
     `tokenized_dir`: an output folder of `recipes/tokenize_dataset.py` (its `dataset/` and `tokenizer/`);
     `synthetic`: a generated corpus (no codec needed). `packing`: concatenate clips and cut into full blocks
     (best use of compute) or pad each clip to `block_size` (clips longer than a block are split).
+    `acoustic_bpe`: train on sentencepiece pieces of the semantic stream instead of raw ids (semantic_only
+    corpora; see `semanticodec_hf.acoustic_bpe`), for shorter sequences.
     """
 
     tokenized_dir: Optional[str] = None
     synthetic: Optional[SyntheticCorpus] = None
+    acoustic_bpe: Optional[str] = None  # folder of a trained AcousticBPE: semantic_only ids become its pieces
     block_size: int = 256
     packing: bool = True
     eval_fraction: float = 0.05

@@ -167,3 +167,32 @@ def synthetic_corpus(
         body = codes_to_ids(np.stack([semantic, acoustic]), layout, pattern)
         clips.append([layout.bos_token_id, *body.tolist(), layout.eos_token_id])
     return clips
+
+
+# ------------------------------------------------------------------------------------------------ acoustic BPE
+def bpe_layout(bpe: Any, layout: SemantiCodecVocabularyLayout) -> SemantiCodecVocabularyLayout:
+    """The LM vocabulary when the semantic stream is replaced by BPE pieces: pieces take the semantic range."""
+    return SemantiCodecVocabularyLayout(bpe.vocab_size, layout.acoustic_vocab_size)
+
+
+def apply_bpe(clips: Iterable[Sequence[int]], bpe: Any, layout: SemantiCodecVocabularyLayout) -> List[List[int]]:
+    """semantic_only clips `<bos> s... <eos>` -> `<bos> pieces... <eos>` in `bpe_layout` ids (lossless:
+    `bpe.decode` gives the semantic ids back)."""
+    from semanticodec_hf.audio_token_layout import strip_special_tokens
+
+    target = bpe_layout(bpe, layout)
+    out = []
+    for index, clip in enumerate(clips):
+        ids = np.asarray(clip, dtype=np.int64)
+        body, start = strip_special_tokens(ids, layout)
+        if body.size and (body.max() >= layout.acoustic_offset or body.min() < 0):
+            raise ValueError(
+                f"Clip {index} holds non-semantic ids; acoustic BPE needs a semantic_only corpus "
+                "(tokenize with --pattern semantic_only)."
+            )
+        pieces = bpe.encode(body.tolist())
+        head = [target.bos_token_id] if start else []
+        tail = [target.eos_token_id] if start + body.size < ids.size and ids[start + body.size] == layout.eos_token_id \
+            else []
+        out.append(head + pieces + tail)
+    return out

@@ -30,7 +30,16 @@ if __package__ in (None, ""):  # `python lm/train.py` / `accelerate launch lm/tr
 import torch
 
 from lm.config import LMRecipe, load_recipe
-from lm.data import AudioLMDataCollator, BlockBuilder, GlobalBatchOrder, pack_sequences, split_sequences, synthetic_corpus
+from lm.data import (
+    AudioLMDataCollator,
+    BlockBuilder,
+    GlobalBatchOrder,
+    apply_bpe,
+    bpe_layout,
+    pack_sequences,
+    split_sequences,
+    synthetic_corpus,
+)
 from lm.modeling import STREAMS, build_model, count_targets, token_losses
 from semanticodec_hf.training_utils import (  # shared with recipes/train_codec.py
     MetricsLog,
@@ -67,6 +76,24 @@ def _split_clips(clips: List[Any], eval_fraction: float, seed: int) -> Tuple[Lis
     return [clips[i] for i in order[num_eval:]], [clips[i] for i in order[:num_eval]]
 
 
+def _with_bpe(recipe: LMRecipe, clips: List[List[int]], tokenizer):
+    """Replace the semantic stream by acoustic-BPE pieces when the recipe asks for it."""
+    if recipe.data.acoustic_bpe is None:
+        return clips, tokenizer
+    from semanticodec_hf.acoustic_bpe import AcousticBPE
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    if tokenizer.pattern != "semantic_only":
+        raise ValueError(f"data.acoustic_bpe needs a semantic_only corpus; this one is {tokenizer.pattern}.")
+    bpe = AcousticBPE.load(recipe.data.acoustic_bpe)
+    if bpe.num_base_ids != tokenizer.layout.semantic_vocab_size:
+        raise ValueError(f"The BPE model covers {bpe.num_base_ids} semantic ids but the corpus has "
+                         f"{tokenizer.layout.semantic_vocab_size}; train it on this codec's ids.")
+    pieces = apply_bpe(clips, bpe, tokenizer.layout)
+    return pieces, SemantiCodecAudioTokenizer(layout=bpe_layout(bpe, tokenizer.layout), pattern="semantic_only",
+                                              codec_name_or_path=tokenizer.codec_name_or_path)
+
+
 def load_corpus(recipe: LMRecipe):
     """(train blocks, eval blocks, ids-only tokenizer) from the recipe's data section."""
     from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
@@ -78,6 +105,8 @@ def load_corpus(recipe: LMRecipe):
         layout = SemantiCodecVocabularyLayout(spec.semantic_vocab_size, spec.acoustic_vocab_size)
         tokenizer = SemantiCodecAudioTokenizer(layout=layout, pattern=spec.pattern)
         clips = synthetic_corpus(layout, spec.pattern, spec.num_clips, spec.frames, seed=recipe.train.seed)
+        clips, tokenizer = _with_bpe(recipe, clips, tokenizer)
+        layout = tokenizer.layout
         train_clips, eval_clips = _split_clips(clips, data.eval_fraction, recipe.train.seed)
         build = pack_sequences if data.packing else split_sequences
         return (Blocks(build(train_clips, data.block_size, layout)),
@@ -93,6 +122,9 @@ def load_corpus(recipe: LMRecipe):
         )
     tokenizer = SemantiCodecAudioTokenizer.from_pretrained(root / "tokenizer", load_codec=False)
     clips = datasets.load_from_disk(str(root / "dataset")).select_columns(["input_ids"])
+    if data.acoustic_bpe is not None:  # pieces are computed once, in memory (BPE corpora are the short ones)
+        pieces, tokenizer = _with_bpe(recipe, [list(c) for c in clips["input_ids"]], tokenizer)
+        clips = datasets.Dataset.from_dict({"input_ids": pieces})
     if data.eval_fraction > 0 and len(clips) > 1:
         parts = clips.train_test_split(test_size=max(1, round(data.eval_fraction * len(clips))),
                                        seed=recipe.train.seed)
@@ -266,6 +298,10 @@ def save_final(model, tokenizer, recipe: LMRecipe, final: Path, accelerator) -> 
 
     model.save_pretrained(final, save_function=accelerator.save)
     tokenizer.save_pretrained(final, save_codec=False)
+    if recipe.data.acoustic_bpe is not None:  # the pieces' meaning travels with the model
+        from semanticodec_hf.acoustic_bpe import AcousticBPE
+
+        AcousticBPE.load(recipe.data.acoustic_bpe).save(final / "acoustic_bpe")
     (final / "lm_recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
 

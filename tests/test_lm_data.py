@@ -140,3 +140,20 @@ def test_shipped_recipes_load():
     tiny = load_recipe(root / "lm_tiny_cpu.yaml")
     big = load_recipe(root / "lm_realistic_gpu.yaml")
     assert tiny.data.synthetic is not None and big.data.tokenized_dir is not None
+
+
+def test_apply_bpe_is_lossless_and_keeps_special_tokens():
+    pytest.importorskip("sentencepiece")
+    from lm.data import apply_bpe, bpe_layout
+    from semanticodec_hf.acoustic_bpe import AcousticBPE
+
+    clips = synthetic_corpus(LAYOUT, "semantic_only", 6, 30, seed=5)
+    bpe = AcousticBPE.train([c[1:-1] for c in clips], num_base_ids=64, vocab_size=90)
+    target = bpe_layout(bpe, LAYOUT)
+    pieces = apply_bpe(clips, bpe, LAYOUT)
+    for clip, encoded in zip(clips, pieces):
+        assert encoded[0] == target.bos_token_id and encoded[-1] == target.eos_token_id
+        assert bpe.decode(encoded[1:-1]) == clip[1:-1]
+    assert sum(map(len, pieces)) < sum(map(len, clips))  # repeated motifs compress
+    with pytest.raises(ValueError, match="semantic_only"):
+        apply_bpe(synthetic_corpus(LAYOUT, "interleaved", 1, 4), bpe, LAYOUT)

@@ -151,3 +151,28 @@ def test_tensorboard_tracker_writes_events(tmp_path):
     config = _recipe(tmp_path)
     main(["--config", str(config), "--set", "train.max_steps=2", "train.log_with=[tensorboard]"])
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_trainer_uses_acoustic_bpe_pieces(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from lm.data import synthetic_corpus
+    from semanticodec_hf.acoustic_bpe import AcousticBPE
+    from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    layout = SemantiCodecVocabularyLayout(16, 16)
+    # the same corpus the trainer generates (seed 0), so the BPE model fits it
+    streams = [clip[1:-1] for clip in synthetic_corpus(layout, "semantic_only", 24, 20, seed=0)]
+    bpe = AcousticBPE.train(streams, num_base_ids=16, vocab_size=40)
+    bpe.save(tmp_path / "bpe")
+    config = _recipe(tmp_path)
+    common = ["--config", str(config), "--set", "data.synthetic.pattern=semantic_only", "train.max_steps=2"]
+    plain = main(common + ["--output-dir", str(tmp_path / "plain")])
+    pieces = main(common + [f"data.acoustic_bpe={tmp_path / 'bpe'}", "--output-dir", str(tmp_path / "pieces")])
+    assert pieces["parameters"] > plain["parameters"]  # a larger vocabulary (40 pieces instead of 16 ids)
+    saved = SemantiCodecAudioTokenizer.from_pretrained(tmp_path / "pieces" / "final", load_codec=False)
+    assert saved.layout.semantic_vocab_size == bpe.vocab_size and saved.pattern == "semantic_only"
+    assert AcousticBPE.load(tmp_path / "pieces" / "final" / "acoustic_bpe").vocab_size == bpe.vocab_size
+    with pytest.raises(ValueError, match="semantic_only corpus"):
+        main(["--config", str(config), "--set", f"data.acoustic_bpe={tmp_path / 'bpe'}", "train.max_steps=1",
+              "--output-dir", str(tmp_path / "wrong")])
