@@ -41,14 +41,7 @@ from lm.data import (
     synthetic_corpus,
 )
 from lm.modeling import STREAMS, build_model, count_targets, token_losses
-from semanticodec_hf.training_utils import (  # shared with recipes/train_codec.py
-    MetricsLog,
-    flat_hparams,
-    load_checkpoint,
-    make_accelerator,
-    resolve_resume,
-    save_checkpoint,
-)
+from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run  # shared with train_codec
 
 
 
@@ -224,13 +217,7 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
-    start_step = 0
-    checkpoint = resolve_resume(output, resume)
-    if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
-    log = MetricsLog(accelerator, output, start_step)
-    accelerator.init_trackers("audio-lm", config=flat_hparams(recipe.to_dict()))
+    start_step, log = start_run(accelerator, output, resume, "audio-lm", recipe.to_dict())
 
     num_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     accelerator.print(

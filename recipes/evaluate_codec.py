@@ -3,9 +3,12 @@
 STOI on speech, per clip and per domain, with bitrate and tokens/s. Writes metrics.md, metrics.csv and
 metrics.png (metric vs bitrate) to --output.
 
-SemantiCodec reconstructions are made here (`--model`); reconstructions from any other codec are scored from a
-folder with the same relative file names (`--estimate NAME=DIR[@BITRATE]`, repeatable), so codecs can be
-compared on the same clips. Everything is compared at 16 kHz mono (SemantiCodec's output rate).
+Mode A: SemantiCodec reconstructs every clip of --audio-dir (alias --reference-dir) here (`--model PATH` or
+`--tiny`, a random model for pipeline tests). Mode B: reconstructions made by any other codec are scored from a
+folder holding the same relative file names (`--estimate-dir DIR`, or `--estimate NAME=DIR[@BITRATE]`,
+repeatable), so codecs can be compared on the same clips; both modes can be combined. Everything is compared at
+16 kHz mono (SemantiCodec's output rate): other rates are resampled with soxr, channels averaged, and each pair
+trimmed to its shorter length.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 EXAMPLES = """examples:
-  # SemantiCodec on a folder whose sub-folders are domains (speech/, music/, sound/)
-  python recipes/evaluate_codec.py --reference-dir ./eval --model ./semanticodec-100tps-8192 \\
+  # mode A: SemantiCodec on a folder whose sub-folders are domains (speech/, music/, sound/)
+  python recipes/evaluate_codec.py --audio-dir ./eval --model ./semanticodec-100tps-8192 \\
       --domain-from-subfolder --speech-domains speech --output ./report
+
+  # mode A smoke test with a random tiny model (its scores mean nothing)
+  python recipes/evaluate_codec.py --audio-dir ./eval --tiny --steps 5 --output ./report_tiny
+
+  # mode B: score another codec's output folder (same relative file names) against the originals
+  python recipes/evaluate_codec.py --reference-dir ./eval --estimate-dir ./encodec_out --estimate-name encodec \\
+      --bitrate 1500 --domain-from-subfolder --speech-domains speech --output ./report
 
   # compare with another codec's reconstructions of the same files (same relative names)
   python recipes/evaluate_codec.py --reference-dir ./eval --model ./semanticodec-50tps-8192 \\
@@ -36,12 +46,18 @@ SAMPLE_RATE = 16000
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-dir", required=True, help="folder of original audio (searched recursively)")
+    parser.add_argument("--reference-dir", "--audio-dir", dest="reference_dir", required=True,
+                        help="folder of original audio (searched recursively)")
     codec = parser.add_mutually_exclusive_group()
     codec.add_argument("--model", help="converted SemantiCodec folder or Hub id to reconstruct with")
     codec.add_argument("--tiny", action="store_true", help="RANDOM tiny codec (pipeline test only)")
     parser.add_argument("--estimate", action="append", default=[], metavar="NAME=DIR[@BITRATE]",
                         help="reconstructions by another system, matched by relative file name")
+    parser.add_argument("--estimate-dir", help="mode B: one folder of another codec's reconstructions, matched by "
+                        "relative file name (any audio extension)")
+    parser.add_argument("--estimate-name", default=None, help="name of --estimate-dir's system in the report "
+                        "(default: the folder's name)")
+    parser.add_argument("--bitrate", type=float, default=None, help="bit/s of --estimate-dir's codec (for the plot)")
     parser.add_argument("--output", required=True, help="report folder")
     parser.add_argument("--domain-from-subfolder", action="store_true", help="domain = first sub-folder of a file")
     parser.add_argument("--speech-domains", nargs="*", default=["speech"], help="domains scored with PESQ/STOI")
@@ -51,8 +67,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--save-reconstructions", help="also write SemantiCodec's reconstructions here")
     parser.add_argument("--extensions", default="wav,flac,ogg")
     args = parser.parse_args(argv)
-    if not (args.model or args.tiny or args.estimate):
-        parser.error("give --model (or --tiny) to reconstruct with SemantiCodec, and/or --estimate NAME=DIR.")
+    if not (args.model or args.tiny or args.estimate or args.estimate_dir):
+        parser.error("give --model (or --tiny) to reconstruct with SemantiCodec, and/or --estimate-dir DIR "
+                     "(or --estimate NAME=DIR) to score another codec's output.")
+    if args.estimate_dir:
+        name = args.estimate_name or Path(args.estimate_dir.rstrip("/\\")).name or "estimate"
+        args.estimate.append(f"{name}={args.estimate_dir}" + (f"@{args.bitrate:g}" if args.bitrate else ""))
+    elif args.estimate_name or args.bitrate is not None:
+        parser.error("--estimate-name and --bitrate describe --estimate-dir; give --estimate-dir too.")
     return args
 
 
@@ -143,11 +165,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             bitrates[label] = bitrate
 
     metric = CodecMetrics()
-    results = {
-        label: metric.compute(predictions=[estimates[n] for n in names], references=[references[n] for n in names],
-                              sample_rate=SAMPLE_RATE, domains=domains, speech=speech, names=names)
-        for label, estimates in systems.items()
-    }
+    try:
+        results = {
+            label: metric.compute(references=[references[n] for n in names], estimates=[estimates[n] for n in names],
+                                  sample_rate=SAMPLE_RATE, domains=domains, speech=speech, names=names)
+            for label, estimates in systems.items()
+        }
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     written = write_report(results, args.output, bitrates, token_rates)
     print(Path(written["markdown"]).read_text())
     print("written: " + ", ".join(written.values()), file=sys.stderr)
@@ -156,5 +181,5 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 if __name__ == "__main__":
     if __package__ in (None, ""):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout
     main()

@@ -225,8 +225,7 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
     from transformers import get_constant_schedule_with_warmup
 
     from semanticodec_hf.codec_training import SemantiCodecTrainingModule, trainable_parameters
-    from semanticodec_hf.training_utils import (
-        MetricsLog, flat_hparams, load_checkpoint, make_accelerator, resolve_resume, save_checkpoint)
+    from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run
 
     cfg, output = recipe.train, Path(recipe.train.output_dir)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.log_with, output / "logs")
@@ -258,13 +257,7 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(ema)
 
-    start_step = 0
-    checkpoint = resolve_resume(output, resume)
-    if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
-    log = MetricsLog(accelerator, output, start_step)
-    accelerator.init_trackers("semanticodec-training", config=flat_hparams(recipe.to_dict()))
+    start_step, log = start_run(accelerator, output, resume, "semanticodec-training", recipe.to_dict())
     counts = trainable_parameters(accelerator.unwrap_model(trainer))
     accelerator.print(f"training {sum(counts.values()) / 1e6:.2f}M parameters ({', '.join(counts)}); "
                       f"{len(train_clips)} train / {len(val_clips)} validation clips; {world} process(es)")

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,20 +41,44 @@ def _speech_like(seconds=3.0):
 def test_identical_signals_score_perfectly():
     reference = _speech_like()
     assert mel_distance(reference, reference, SR) == 0.0
-    assert multi_resolution_stft_distance(reference, reference) == 0.0
-    assert si_sdr(reference, reference) == math.inf
+    assert multi_resolution_stft_distance(reference, reference, SR) == 0.0
+    assert si_sdr(reference, reference) > 100  # finite (about 120 dB), so it can be averaged
     assert pesq_wb(reference, reference, SR) == pytest.approx(4.644, abs=0.01)  # the P.862.2 ceiling
     assert stoi(reference, reference, SR) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pesq_resamples_other_rates():
+    reference = _speech_like()
+    import soxr
+
+    at_48k = soxr.resample(reference, SR, 48000)
+    assert pesq_wb(at_48k, at_48k, 48000) == pytest.approx(4.644, abs=0.01)
 
 
 def test_known_gain():
     reference = _noise()
     half = 0.5 * reference
-    # magnitude mels are linear in amplitude: |log10 0.5| in every (unfloored) bin
-    assert mel_distance(reference, half, SR) == pytest.approx(math.log10(2), abs=1e-9)
-    # spectral convergence 0.5 plus |ln 0.5| per resolution
+    # Power mels scale with amplitude squared: every bin (none near the 1e-5 clamp) differs by log10(0.5 ** 2).
+    expected = abs(math.log10(0.5**2))
+    assert expected == pytest.approx(0.60206, abs=1e-5)
+    assert mel_distance(reference, half, SR) == pytest.approx(expected, abs=1e-9)
+    # STFT magnitudes are linear in amplitude: spectral convergence 0.5 plus |ln 0.5| at every resolution
     assert multi_resolution_stft_distance(reference, half) == pytest.approx(0.5 + math.log(2), abs=1e-9)
-    assert si_sdr(reference, half) == math.inf  # scale-invariant
+    # SI-SDR is scale-invariant: a gain on a noisy estimate leaves it unchanged
+    noisy = reference + 0.3 * _noise(seed=9)
+    assert si_sdr(reference, 0.5 * noisy) == pytest.approx(si_sdr(reference, noisy), abs=1e-9)
+    assert si_sdr(reference, 3.0 * noisy) == pytest.approx(si_sdr(reference, noisy), abs=1e-9)
+    assert si_sdr(reference, half) > 100
+
+
+def test_mel_clamp_bounds_the_distance_to_silence():
+    reference = _noise()
+    # every reference bin is far above the 1e-5 floor, every silent bin sits on it
+    from semanticodec_hf.metrics import MEL_FLOOR
+
+    distance = mel_distance(reference, np.zeros_like(reference), SR)
+    assert distance > abs(math.log10(MEL_FLOOR)) - 1  # dominated by log10(mel) - log10(1e-5) > 0 everywhere
+    assert si_sdr(reference, np.zeros_like(reference)) < -100
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 20.0])
@@ -61,48 +86,98 @@ def test_known_noise_level(snr_db):
     reference = _noise(seconds=4.0, seed=2)
     noise = np.random.default_rng(3).standard_normal(reference.size)
     noise *= np.linalg.norm(reference) / np.linalg.norm(noise) / 10 ** (snr_db / 20)
-    assert si_sdr(reference, reference + noise) == pytest.approx(snr_db, abs=0.3)
+    assert si_sdr(reference, reference + noise) == pytest.approx(snr_db, abs=0.5)
 
 
 def test_known_delay_hurts_waveform_metrics_not_spectral_ones():
-    reference = _noise(seconds=2.0, seed=4)
+    reference = _speech_like()
+    aligned = si_sdr(reference, reference)
     delayed = np.concatenate([np.zeros(16), reference[:-16]])  # 1 ms
-    assert si_sdr(reference, delayed) < -10  # white noise decorrelates after one sample
-    assert mel_distance(reference, delayed, SR) < 0.05  # the spectrogram barely moves
-    assert multi_resolution_stft_distance(reference, delayed) < 0.35
+    assert si_sdr(reference, delayed) < aligned - 50
+    assert si_sdr(reference, delayed) < 10
+    noise = _noise(seconds=2.0, seed=4)
+    assert si_sdr(noise, np.concatenate([np.zeros(16), noise[:-16]])) < -10  # white noise decorrelates at once
+    assert mel_distance(noise, np.concatenate([np.zeros(16), noise[:-16]]), SR) < 0.05  # the spectrogram barely moves
 
 
-def test_lengths_are_cut_to_the_shorter_and_bad_input_is_refused():
+def test_lengths_are_trimmed_to_the_shorter():
     reference = _noise()
-    assert si_sdr(reference, reference[:-100]) == math.inf
+    assert si_sdr(reference, reference[:-100]) > 100
+    assert si_sdr(reference[:-100], reference) > 100
+    assert mel_distance(reference, np.concatenate([reference, np.ones(500)]), SR) == 0.0
+
+
+def test_bad_input_is_refused():
+    reference = _noise()
     with pytest.raises(ValueError, match="empty"):
         si_sdr(reference, [])
+    with pytest.raises(ValueError, match="empty"):
+        mel_distance(np.array([]), reference, SR)
     with pytest.raises(ValueError, match="NaN or Inf"):
         mel_distance(reference, np.full(100, np.nan), SR)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        stoi(np.concatenate([reference, [np.inf]]), reference, SR)
     with pytest.raises(ValueError, match="one mono waveform"):
         si_sdr(np.stack([reference, reference]), reference)
     with pytest.raises(ValueError, match="silent"):
         si_sdr(np.zeros(1000), reference[:1000])
+    with pytest.raises(ValueError, match="16000 Hz but the estimate at 44100 Hz"):
+        mel_distance(reference, reference, SR, estimate_sample_rate=44100)
+    for metric in (si_sdr, multi_resolution_stft_distance, pesq_wb, stoi):
+        with pytest.raises(ValueError, match="resample"):
+            metric(reference, reference, SR, estimate_sample_rate=8000)
+    with pytest.raises(ValueError, match="positive whole number"):
+        mel_distance(reference, reference, -16000)
+    with pytest.raises(ValueError, match="0.25 s"):
+        pesq_wb(reference[:1000], reference[:1000], SR)
+    with pytest.raises(ValueError, match="sample rate"):
+        CodecMetrics().compute(references=[reference], estimates=[reference], sample_rate=None)
+    with pytest.raises(ValueError, match="1 estimates for 2 references"):
+        CodecMetrics().compute(references=[reference, reference], estimates=[reference], sample_rate=SR)
 
 
 def test_compute_gives_per_clip_and_per_domain_means(tmp_path):
     speech, noise = _speech_like(), _noise()
     results = CodecMetrics().compute(
-        predictions=[speech, 0.5 * noise, noise], references=[speech, noise, noise], sample_rate=SR,
+        [speech, noise, noise], [speech, 0.5 * noise, noise], SR,  # references, estimates, sample_rate
         domains=["speech", "sound", "sound"], speech=[True, False, False], names=["a", "b", "c"])
     assert [row["clip"] for row in results["per_clip"]] == ["a", "b", "c"]
-    assert results["per_clip"][1]["pesq_wb"] is None  # no PESQ on non-speech
-    assert results["per_domain"]["sound"]["mel_distance"] == pytest.approx(math.log10(2) / 2, abs=1e-9)
+    assert results["per_clip"][1]["pesq_wb"] is None and results["per_clip"][1]["stoi"] is None  # not speech
+    assert results["per_domain"]["sound"]["mel_distance"] == pytest.approx(abs(math.log10(0.25)) / 2, abs=1e-9)
+    assert results["per_domain"]["sound"]["pesq_wb"] is None
     assert results["per_domain"]["speech"]["pesq_wb"] == pytest.approx(4.644, abs=0.01)
-    assert results["overall"]["si_sdr"] is None  # every clip is an exact (scaled) copy: inf is not averaged
+    assert results["overall"]["clips"] == 3 and results["overall"]["si_sdr"] > 100
+    # the evaluate-style alias, and speech inferred from the domain name when `speech` is left out
+    alias = CodecMetrics().compute(predictions=[speech, 0.5 * noise, noise], references=[speech, noise, noise],
+                                   sample_rate=SR, domains=["speech", "sound", "sound"], names=["a", "b", "c"])
+    assert alias == results
     with pytest.raises(ValueError, match="Clip 'x'"):
         CodecMetrics().compute(predictions=[[]], references=[noise], sample_rate=SR, names=["x"])
-    written = write_report({"sys": results}, tmp_path, bitrates={"sys": 1400.0}, tokens_per_second={"sys": 100.0})
+    with pytest.raises(ValueError, match="not both"):
+        CodecMetrics().compute(references=[noise], estimates=[noise], predictions=[noise], sample_rate=SR)
+
+    written = write_report({"sys": results}, tmp_path, {"sys": 1400.0}, tokens_per_second={"sys": 100.0})
     table = Path(written["markdown"]).read_text()
-    assert "| sys | speech | 1 | 1400.0000 | 100.0000 |" in table
+    assert table.startswith("| system | domain | clips | bitrate_bps |")
+    assert "| sys | speech | 1 | 1400.0000 | 100.0000 |" in table and "| sys | ALL | 3 |" in table
     rows = list(csv.DictReader(open(written["csv"])))
-    assert len(rows) == 3 and rows[1]["pesq_wb"] == ""
-    assert Path(written["plot"]).stat().st_size > 1000
+    assert len(rows) == 3 and rows[1]["pesq_wb"] == "" and float(rows[0]["pesq_wb"]) > 4.5
+    assert Path(written["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # one result without a bitrate: system "codec", no plot
+    single = write_report(results, tmp_path / "single")
+    assert "plot" not in single and not (tmp_path / "single" / "metrics.png").exists()
+    assert "| codec | sound | 2 | - | - |" in Path(single["markdown"]).read_text()
+    assert "plot" in write_report(results, tmp_path / "single_rate", bitrate=650)
+    with pytest.raises(ValueError, match="one number but there are 2 systems"):
+        write_report({"a": results, "b": results}, tmp_path / "bad", bitrate=650)
+
+
+def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    results = CodecMetrics().compute(references=[_noise()], estimates=[_noise()], sample_rate=SR)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        write_report(results, tmp_path, bitrate=1000)
 
 
 def _evaluate_recipe():
@@ -114,31 +189,61 @@ def _evaluate_recipe():
     return evaluate_codec
 
 
-def test_recipe_scores_another_codecs_folder(tmp_path):
+def _two_folders(tmp_path):
     references, estimates = tmp_path / "ref", tmp_path / "est"
     for folder in (references / "speech", references / "sound", estimates / "speech", estimates / "sound"):
         folder.mkdir(parents=True)
     sf.write(str(references / "speech" / "s.wav"), _speech_like().astype(np.float32), SR)
-    sf.write(str(estimates / "speech" / "s.flac"), _speech_like().astype(np.float32), SR)
+    sf.write(str(estimates / "speech" / "s.flac"), _speech_like().astype(np.float32), SR)  # any audio extension
     sf.write(str(references / "sound" / "n.wav"), _noise().astype(np.float32), SR)
-    sf.write(str(estimates / "sound" / "n.wav"), (0.5 * _noise()).astype(np.float32), SR)
-    out = _evaluate_recipe().main(["--reference-dir", str(references), "--estimate", f"other={estimates}@800",
-                                   "--domain-from-subfolder", "--output", str(tmp_path / "report")])
+    sf.write(str(estimates / "sound" / "n.wav"), (0.5 * _noise()).astype(np.float32), 22050)  # resampled to 16k
+    return references, estimates
+
+
+def test_recipe_mode_b_scores_another_codecs_folder(tmp_path, capsys):
+    references, estimates = _two_folders(tmp_path)
+    out = _evaluate_recipe().main(["--reference-dir", str(references), "--estimate-dir", str(estimates),
+                                   "--estimate-name", "other", "--bitrate", "800", "--domain-from-subfolder",
+                                   "--speech-domains", "speech", "--output", str(tmp_path / "report")])
     result = out["results"]["other"]
-    assert result["per_domain"]["sound"]["mel_distance"] == pytest.approx(math.log10(2), abs=1e-3)
-    assert result["per_domain"]["speech"]["pesq_wb"] > 4.5
-    assert {"markdown", "csv", "plot"} <= set(out["written"])
+    # 0.5 gain on power mels, up to the 16k/22.05k round trip of soxr
+    assert result["per_domain"]["sound"]["mel_distance"] == pytest.approx(abs(math.log10(0.25)), abs=0.05)
+    assert result["per_domain"]["sound"]["pesq_wb"] is None
+    assert result["per_domain"]["speech"]["pesq_wb"] > 4.5 and result["per_domain"]["speech"]["stoi"] > 0.99
+    assert set(out["written"]) == {"markdown", "csv", "plot"}
+    assert all(Path(path).stat().st_size > 0 for path in out["written"].values())
+    printed = capsys.readouterr().out
+    assert "| other | speech | 1 | 800.0000 |" in printed  # the table is printed
+
+    # the NAME=DIR@BITRATE form scores several folders in one report
+    out = _evaluate_recipe().main(["--reference-dir", str(references), "--estimate", f"a={estimates}@800",
+                                   "--estimate", f"b={estimates}@1600", "--output", str(tmp_path / "r2")])
+    assert set(out["results"]) == {"a", "b"} and out["results"]["a"]["overall"]["pesq_wb"] is None  # no domains
+
     (estimates / "sound" / "n.wav").unlink()
     with pytest.raises(SystemExit, match="no reconstruction of sound/n.wav"):
-        _evaluate_recipe().main(["--reference-dir", str(references), "--estimate", f"other={estimates}",
-                                 "--output", str(tmp_path / "r2")])
+        _evaluate_recipe().main(["--reference-dir", str(references), "--estimate-dir", str(estimates),
+                                 "--output", str(tmp_path / "r3")])
+    sf.write(str(estimates / "sound" / "n.wav"), np.zeros((0,), dtype=np.float32), SR)  # an empty output
+    with pytest.raises(SystemExit, match="Clip 'sound/n.wav'.*empty"):
+        _evaluate_recipe().main(["--reference-dir", str(references), "--estimate-dir", str(estimates),
+                                 "--output", str(tmp_path / "r4")])
+
+
+def test_recipe_command_line(tmp_path):
+    script = REPO / "recipes" / "evaluate_codec.py"
+    shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--estimate-dir" in shown.stdout and "examples:" in shown.stdout
+    refused = subprocess.run([sys.executable, str(script), "--audio-dir", str(tmp_path), "--output", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--estimate-dir" in refused.stderr
 
 
 def test_recipe_reconstructs_with_semanticodec(tmp_path):
     references = tmp_path / "ref"
     references.mkdir()
     sf.write(str(references / "a.wav"), _noise(seconds=1.0).astype(np.float32), SR)
-    out = _evaluate_recipe().main(["--reference-dir", str(references), "--tiny", "--steps", "5", "--all-speech",
+    out = _evaluate_recipe().main(["--audio-dir", str(references), "--tiny", "--steps", "5", "--all-speech",
                                    "--output", str(tmp_path / "report"), "--save-reconstructions",
                                    str(tmp_path / "rec")])
     result = out["results"]["semanticodec-tiny"]

@@ -121,3 +121,18 @@ class MetricsLog:
         if self.accelerator.is_main_process:
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def start_run(accelerator, output: Path, resume: str, project: str, config: Dict[str, Any]):
+    """Resume from a checkpoint if asked (`auto`: the newest), open the metrics log and the trackers.
+
+    Returns `(start_step, log)`; call after `prepare` and `register_for_checkpointing`.
+    """
+    start_step = 0
+    checkpoint = resolve_resume(output, resume)
+    if checkpoint is not None:
+        start_step = load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    log = MetricsLog(accelerator, output, start_step)
+    accelerator.init_trackers(project, config=flat_hparams(config))
+    return start_step, log

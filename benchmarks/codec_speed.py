@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Encode and decode speed of the codec on this machine, as ratios measured side by side in one run.
+
+For each token rate: encode and decode real-time factors (seconds of audio per second of compute) at batch 1
+and batch 16 (clips of one 10.24 s window), their ratio, and decode time per window for each sampler / step
+count. `--size full` builds the published architecture with random weights (speed does not depend on the
+values; slow: a 50-step DDIM window takes minutes on 2 CPU cores); `--size tiny` (default) measures the
+pipeline around a small random model. One parseable line per token rate:
+
+    CODEC_SPEED size=tiny token_rate=100 enc_b1_x=... enc_b16_x=... enc_ratio=... dec_b1_x=... dec_b16_x=... dec_ratio=...
+    CODEC_SAMPLERS size=tiny token_rate=100 ddim50_s=... ddim10_s=... dpmsolver++10_s=... fastest_speedup=...
+
+examples:
+  python benchmarks/codec_speed.py                                   # tiny, all token rates, quick
+  python benchmarks/codec_speed.py --size full --token-rates 100 --clips 4 --batch 4 --decode-steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tokenize_throughput import synthetic_clips  # noqa: E402
+
+SR = 16000
+WINDOW_SECONDS = 10.0  # one decoder window per clip (10.24 s would round up to two)
+
+
+def build(size: str, token_rate: int):
+    from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
+
+    torch.manual_seed(0)
+    config = SemantiCodecConfig.tiny(token_rate=token_rate) if size == "tiny" else \
+        SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192)
+    return SemantiCodecModel(config).eval(), SemantiCodecFeatureExtractor()
+
+
+def encode_rate(model, extractor, clips, batch: int) -> float:
+    """Seconds of audio per second, front end included, `batch` clips per call (all windows in one pass)."""
+    started = time.perf_counter()
+    for start in range(0, len(clips), batch):
+        features = extractor(clips[start:start + batch], sampling_rate=SR)
+        with torch.inference_mode():
+            model.encode(features["input_features"], input_features_mask=features["input_features_mask"],
+                         num_samples=features["num_samples"])
+    return len(clips) * WINDOW_SECONDS / (time.perf_counter() - started)
+
+
+def decode_rate(model, codes, batch: int, steps: int, sampler: str = "ddim") -> float:
+    started = time.perf_counter()
+    for start in range(0, codes.shape[0], batch):
+        model.decode(codes[start:start + batch], num_inference_steps=steps, sampler=sampler, seed=0)
+    return codes.shape[0] * WINDOW_SECONDS / (time.perf_counter() - started)
+
+
+def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--token-rates", type=int, nargs="+", default=[100, 50, 25])
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16, help="the batched measurement (compared with batch 1)")
+    parser.add_argument("--decode-steps", type=int, default=10, help="DDIM steps for the batch-1/batch-N decode")
+    parser.add_argument("--samplers", nargs="+", default=["ddim:50", "ddim:10", "dpmsolver++:10"],
+                        help="sampler:steps pairs timed on one window")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"{args.size} models, {args.threads} torch threads, {args.clips} clips x {WINDOW_SECONDS} s; "
+          f"batch 1 vs batch {args.batch}")
+    results = {}
+    for token_rate in args.token_rates:
+        model, extractor = build(args.size, token_rate)
+        clips = synthetic_clips(args.clips, WINDOW_SECONDS, SR)
+        encode_rate(model, extractor, clips[:1], 1)  # warm-up
+        enc1, enc_n = encode_rate(model, extractor, clips, 1), encode_rate(model, extractor, clips, args.batch)
+        features = extractor(clips, sampling_rate=SR)
+        with torch.inference_mode():
+            codes = model.encode(features["input_features"], num_samples=features["num_samples"]).audio_codes
+        dec1 = decode_rate(model, codes, 1, args.decode_steps)
+        dec_n = decode_rate(model, codes, args.batch, args.decode_steps)
+        row = {"enc_b1_x": enc1, "enc_bN_x": enc_n, "dec_b1_x": dec1, "dec_bN_x": dec_n}
+        print(f"token rate {token_rate}: encode {enc1:.2f}x / {enc_n:.2f}x real time (batch 1 / {args.batch}, "
+              f"ratio {enc_n / enc1:.2f}); decode ({args.decode_steps} DDIM steps) {dec1:.3f}x / {dec_n:.3f}x "
+              f"(ratio {dec_n / dec1:.2f})")
+        print(f"CODEC_SPEED size={args.size} token_rate={token_rate} enc_b1_x={enc1:.3f} enc_b{args.batch}_x={enc_n:.3f} "
+              f"enc_ratio={enc_n / enc1:.2f} dec_b1_x={dec1:.4f} dec_b{args.batch}_x={dec_n:.4f} "
+              f"dec_ratio={dec_n / dec1:.2f}")
+        timings = {}
+        for spec in args.samplers:
+            sampler, steps = spec.split(":")
+            timings[spec] = WINDOW_SECONDS / decode_rate(model, codes[:1], 1, int(steps), sampler)
+        reference = timings.get("ddim:50")
+        fastest = min(timings.values())
+        print("  seconds per window: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+        print(f"CODEC_SAMPLERS size={args.size} token_rate={token_rate} "
+              + " ".join(f"{k.replace(':', '')}_s={v:.3f}" for k, v in timings.items())
+              + (f" fastest_speedup={reference / fastest:.2f}" if reference else ""))
+        results[token_rate] = {**row, **{f"{k}_s": v for k, v in timings.items()}}
+    return results
+
+
+if __name__ == "__main__":
+    main()
