@@ -129,8 +129,8 @@ def si_sdr(reference: Any, estimate: Any, sample_rate: Optional[int] = None,
     is ||target||^2 / ||est - target||^2. A gain on the estimate leaves it unchanged.
 
     Both signals are trimmed to the shorter length first. Energies get a floor of 1e-12 x the reference's
-    energy, so an exact (scaled) copy scores about +120 dB instead of +inf, and silence about -120 dB. A silent
-    (constant) reference is a ValueError. `sample_rate` only serves the rate check.
+    energy, so an exact (scaled) copy scores about +120 dB instead of +inf, and a silent (constant) estimate
+    exactly -120 dB. A silent (constant) reference is a ValueError. `sample_rate` only serves the rate check.
     """
     _check_rate(sample_rate, estimate_sample_rate, required=False)
     ref, est = _pair(reference, estimate)
@@ -138,6 +138,8 @@ def si_sdr(reference: Any, estimate: Any, sample_rate: Optional[int] = None,
     energy = float(np.dot(ref, ref))
     if energy == 0.0:
         raise ValueError("SI-SDR is undefined for a silent (constant) reference.")
+    if not np.any(est):
+        return -SI_SDR_MAX_DB  # a silent (constant) estimate: nothing of the reference survives
     target = (np.dot(est, ref) / energy) * ref
     noise = est - target
     floor = energy * 10.0 ** (-SI_SDR_MAX_DB / 10.0)
