@@ -21,6 +21,7 @@ from .audio_token_layout import SemantiCodecVocabularyLayout
 from .tokenization_semanticodec import SemantiCodecAudioTokenizer
 from .datasets_utils import SemantiCodecTokenizeFunction
 from .acoustic_bpe import AcousticBPE  # sentencepiece is imported only when a BPE model is trained or loaded
+from .metrics import CodecMetrics  # pesq/pystoi/matplotlib are imported only when used
 
 __version__ = "0.1.0.dev0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "PUBLISHED_SEMANTIC_VOCAB_SIZES",
     "PUBLISHED_TOKEN_RATES",
     "AcousticBPE",
+    "CodecMetrics",
     "SemantiCodecAudioTokenizer",
     "SemantiCodecTokenizeFunction",
     "SemantiCodecVocabularyLayout",
