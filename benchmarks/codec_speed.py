@@ -68,6 +68,7 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
     parser.add_argument("--decode-steps", type=int, default=10, help="DDIM steps for the batch-1/batch-N decode")
     parser.add_argument("--samplers", nargs="+", default=["ddim:50", "ddim:10", "dpmsolver++:10"],
                         help="sampler:steps pairs timed on one window")
+    parser.add_argument("--encode-only", action="store_true", help="skip the decode measurements")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -79,6 +80,13 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
         clips = synthetic_clips(args.clips, WINDOW_SECONDS, SR)
         encode_rate(model, extractor, clips[:1], 1)  # warm-up
         enc1, enc_n = encode_rate(model, extractor, clips, 1), encode_rate(model, extractor, clips, args.batch)
+        if args.encode_only:
+            print(f"token rate {token_rate}: encode {enc1:.3f}x / {enc_n:.3f}x real time (batch 1 / {args.batch}, "
+                  f"ratio {enc_n / enc1:.2f})")
+            print(f"CODEC_SPEED size={args.size} token_rate={token_rate} enc_b1_x={enc1:.3f} "
+                  f"enc_b{args.batch}_x={enc_n:.3f} enc_ratio={enc_n / enc1:.2f}")
+            results[token_rate] = {"enc_b1_x": enc1, "enc_bN_x": enc_n}
+            continue
         features = extractor(clips, sampling_rate=SR)
         with torch.inference_mode():
             codes = model.encode(features["input_features"], num_samples=features["num_samples"]).audio_codes
