@@ -2,7 +2,7 @@
 """Peak memory of encoding and decoding long audio: RSS above the loaded model, per duration and direction.
 
 Each measurement runs in a fresh process (so peaks do not mix): load the codec, note the RSS, then encode
-(or decode the codes of) N minutes of synthetic audio and report the peak RSS minus the loaded RSS.
+(or decode the codes of, at once or streamed in window chunks) N minutes of synthetic audio and report the peak RSS minus the loaded RSS.
 `--size tiny` (default) uses a small random model (the pipeline's own buffers: features, codes, latents,
 waveforms); `--size full` the published architecture with random weights (decoding an hour at full size takes
 hours on a CPU). One parseable line per measurement:
@@ -44,7 +44,7 @@ def child(size: str, token_rate: int, direction: str, minutes: float, steps: int
     samples = int(minutes * 60 * 16000)
     rng = np.random.default_rng(0)
     codes = None
-    if direction == "decode":  # codes made up front (their size is negligible), then measure decoding alone
+    if direction in ("decode", "stream"):  # codes made up front (their size is negligible), then measure decoding alone
         frames = int(samples / 16000 * config.frame_rate)
         codes = torch.stack([torch.from_numpy(rng.integers(0, config.semantic_vocab_size, frames)),
                              torch.from_numpy(rng.integers(0, config.acoustic_codebook_size, frames))])[None]
@@ -55,8 +55,11 @@ def child(size: str, token_rate: int, direction: str, minutes: float, steps: int
             features = extractor(audio, sampling_rate=16000)
             model.encode(features["input_features"], input_features_mask=features["input_features_mask"],
                          num_samples=features["num_samples"])
-        else:
+        elif direction == "decode":
             model.decode(codes, num_inference_steps=steps, seed=0)
+        else:  # what the CLI does for long files: window chunks decoded and handed on (here: dropped)
+            for _ in model.decode_stream(codes[0], num_inference_steps=steps, seed=0, windows_per_chunk=4):
+                pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
     print(json.dumps({"loaded_gb": loaded, "peak_gb": peak}))
 
@@ -66,7 +69,7 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--token-rate", type=int, default=100)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60])
-    parser.add_argument("--directions", nargs="+", default=["encode", "decode"], choices=["encode", "decode"])
+    parser.add_argument("--directions", nargs="+", default=["encode", "decode"], choices=["encode", "decode", "stream"])
     parser.add_argument("--steps", type=int, default=1, help="DDIM steps when decoding (memory does not depend on it)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -504,11 +504,58 @@ def _read_code_item(path: Path, config) -> CodeItem:
     return CodeItem(codes, num_samples, int(original_rate) if original_rate else None)
 
 
+STREAM_DECODE_WINDOWS = 8  # files longer than this many decode windows (~80 s) are decoded and written in pieces
+
+
+def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -> float:
+    """Decode one long item window chunk by window chunk and write each piece as it comes (bounded memory,
+    atomic output); returns the duration written. Equal to the batch path up to float32 rounding."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from .sct_format import atomic_write
+
+    config = codec.config
+    rate = config.sampling_rate
+    resampler = None
+    if args.original_rate and item.original_sampling_rate and item.original_sampling_rate != rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(rate, item.original_sampling_rate, 1, dtype="float32", quality="HQ")
+        rate = item.original_sampling_rate
+    written = [0]
+
+    def write(temporary: Path) -> None:
+        with sf.SoundFile(str(temporary), "w", samplerate=rate, channels=1, subtype=args.subtype) as out:
+            pieces = codec.decode_stream(
+                torch.from_numpy(item.codes), num_samples=item.num_samples, windows_per_chunk=args.batch_size or 4,
+                num_inference_steps=args.steps, guidance_scale=args.guidance_scale, sampler=args.sampler,
+                seed=args.seed,
+            )
+            for piece in pieces:
+                samples = piece.float().cpu().numpy()
+                if resampler is not None:
+                    samples = resampler.resample_chunk(samples)
+                out.write(np.clip(samples, -1.0, 1.0))
+                written[0] += len(samples)
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                out.write(np.clip(tail, -1.0, 1.0))
+                written[0] += len(tail)
+
+    try:
+        atomic_write(job.target, write)
+    except (sf.LibsndfileError, ValueError, TypeError) as error:
+        raise CliError(f"cannot write {job.target} (subtype {args.subtype or 'default'}): {error}") from error
+    return written[0] / rate
+
+
 def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path, Any], CodeItem]) -> int:
     """Shared body of `decompress` and `decode`: read codes, decode a group per model call, write wavs."""
     import torch
 
-    from .long_audio import reference_output_samples
+    from .long_audio import reference_output_samples, split_into_windows
     from .resampling import resample
 
     for job in jobs:
@@ -524,6 +571,23 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
                 ready.append(job)
             except CliError as error:
                 _fail(outcome, bar, job, error)
+        long_items = [i for i, item in enumerate(items)
+                      if len(split_into_windows(item.codes.shape[1], config.frames_per_window,
+                                                config.decode_window_overlap)) > STREAM_DECODE_WINDOWS]
+        for i in long_items:
+            start = time.perf_counter()
+            try:
+                duration = _stream_to_file(codec, ready[i], items[i], args)
+            except CliError as error:
+                _fail(outcome, bar, ready[i], error)
+                continue
+            outcome.done += 1
+            bar.update(1)
+            _log(args, f"{ready[i].source} -> {ready[i].target}: {duration:.2f} s, streamed | decode "
+                       f"{time.perf_counter() - start:.2f} s ({args.steps or config.num_inference_steps} {args.sampler} "
+                       f"steps, seed {args.seed})")
+        ready = [job for i, job in enumerate(ready) if i not in long_items]
+        items = [item for i, item in enumerate(items) if i not in long_items]
         if not ready:
             return
         frames = [item.codes.shape[1] for item in items]

@@ -53,34 +53,54 @@ def linear_ramp(num: int, start: float, stop: float, device=None) -> torch.Tenso
     return ramp
 
 
-def overlap_add(windows: torch.Tensor, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES) -> torch.Tensor:
-    """Join waveforms `[n, L]` (one per decode window) into `[L + (n - 1) (L - overlap)]`.
+class StreamingOverlapAdd:
+    """The original's cross-fade, one window at a time: `push(window)` returns the samples that are final
+    (everything but the last `overlap_samples`, which the next window fades into), `finish()` the rest.
 
-    Exactly the original's linear cross-fade: the running output's last `overlap_samples` are multiplied by
-    `linspace(1, 0)`, the next window's first ones by `linspace(0, 1)` (float64 ramps, each product rounded
-    back to the waveform dtype), the two are added, then the rest of the window is appended.
+    The arithmetic is the original's: the running output's last `overlap_samples` times `linspace(1, 0)`, the
+    next window's first ones times `linspace(0, 1)` (float64 ramps, each product rounded back to the waveform
+    dtype), summed, then the rest of the window appended.
     """
+
+    def __init__(self, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES):
+        self.overlap = int(overlap_samples)
+        self.tail: torch.Tensor = None
+        self._ramps = None
+
+    def push(self, window: torch.Tensor) -> torch.Tensor:
+        if window.ndim != 1 or window.shape[0] == 0:
+            raise ValueError(f"a window must be a non-empty 1-D waveform, got {list(window.shape)}.")
+        if self.overlap <= 0:
+            return window.clone()
+        if self.overlap > window.shape[0]:
+            raise ValueError(f"overlap_samples={self.overlap} exceeds the window length {window.shape[0]}.")
+        if self.tail is None:
+            joined = window
+        else:
+            if self._ramps is None:
+                self._ramps = (linear_ramp(self.overlap, 1.0, 0.0, window.device),
+                               linear_ramp(self.overlap, 0.0, 1.0, window.device))
+            fade_out, fade_in = self._ramps
+            faded = (self.tail.double() * fade_out).to(window.dtype) + (window[: self.overlap].double() * fade_in).to(
+                window.dtype)
+            joined = torch.cat([faded, window[self.overlap:]])
+        self.tail = joined[-self.overlap:].clone()
+        return joined[: -self.overlap].clone()
+
+    def finish(self) -> torch.Tensor:
+        tail, self.tail = self.tail, None
+        return tail if tail is not None else torch.zeros(0)
+
+
+def overlap_add(windows: torch.Tensor, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES) -> torch.Tensor:
+    """Join waveforms `[n, L]` (one per decode window) into `[L + (n - 1) (L - overlap)]` with the original's
+    linear cross-fade (see `StreamingOverlapAdd`, which does the same one window at a time)."""
     if windows.ndim != 2 or windows.shape[0] == 0:
         raise ValueError(f"windows must be [n >= 1, samples], got {list(windows.shape)}.")
-    count, length = windows.shape
-    if count == 1 or overlap_samples <= 0:
+    if windows.shape[0] == 1 or overlap_samples <= 0:
         return windows.reshape(-1).clone()
-    if overlap_samples > length:
-        raise ValueError(f"overlap_samples={overlap_samples} exceeds the window length {length}.")
-    fade_in = linear_ramp(overlap_samples, 0.0, 1.0, windows.device)
-    fade_out = linear_ramp(overlap_samples, 1.0, 0.0, windows.device)
-    hop = length - overlap_samples
-    output = windows.new_empty(length + (count - 1) * hop)
-    output[:length] = windows[0]
-    end = length
-    for window in windows[1:]:
-        tail = output[end - overlap_samples : end]
-        faded_tail = (tail.double() * fade_out).to(windows.dtype)
-        faded_head = (window[:overlap_samples].double() * fade_in).to(windows.dtype)
-        output[end - overlap_samples : end] = faded_tail + faded_head
-        output[end : end + hop] = window[overlap_samples:]
-        end += hop
-    return output
+    joiner = StreamingOverlapAdd(overlap_samples)
+    return torch.cat([joiner.push(window) for window in windows] + [joiner.finish()])
 
 
 def reference_output_samples(num_frames: int, token_rate: int, sampling_rate: int = SAMPLING_RATE) -> int:
@@ -91,6 +111,7 @@ def reference_output_samples(num_frames: int, token_rate: int, sampling_rate: in
 
 
 __all__ = [
+    "StreamingOverlapAdd",
     "DEFAULT_OVERLAP_RATIO",
     "DEFAULT_OVERLAP_SAMPLES",
     "split_into_windows",

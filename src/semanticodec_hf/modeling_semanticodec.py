@@ -8,7 +8,7 @@ every per-item quirk of the original (token budget, window split, cross-fade, tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput, logging
 from .conditioning import build_conditioning
 from .configuration_semanticodec import SemantiCodecConfig
 from .feature_extraction_semanticodec import reference_frame_count, reference_num_windows
-from .long_audio import overlap_add, reference_output_samples, split_into_windows
+from .long_audio import StreamingOverlapAdd, overlap_add, reference_output_samples, split_into_windows
 from .modeling_semanticodec_decoder import SemantiCodecDecoder
 from .modeling_semanticodec_encoder import SemantiCodecEncoder
 
@@ -349,6 +349,76 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
             audio_values[item, 0, : len(wave)] = wave
         output = SemantiCodecDecoderOutput(audio_values, out_lengths.to(device))
         return output if return_dict else output.to_tuple()
+
+    @torch.inference_mode()
+    def decode_stream(
+        self,
+        audio_codes: torch.Tensor,
+        num_samples: Optional[int] = None,
+        windows_per_chunk: int = 4,
+        num_inference_steps: Optional[int] = None,
+        guidance_scale: Optional[float] = None,
+        eta: Optional[float] = None,
+        sampler: str = "ddim",
+        generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+    ) -> Iterator[torch.Tensor]:
+        """One item's codes `(2, frames)` -> 16 kHz waveform pieces, `windows_per_chunk` decode windows at a time.
+
+        For hour-long audio in bounded memory: only a chunk of windows (their latents, mels and waveforms) is
+        alive at once, and each piece can be written out as soon as it is yielded. The pieces joined equal
+        `decode(...)` of the same codes with the same seed: the same windows, the same per-window noise (windows
+        consume the generator in order, as in `decode`) and the same cross-fade; only the UNet batch
+        composition differs, so results agree up to float32 rounding (exactly, when all windows fit in one chunk).
+        """
+        if torch.is_tensor(audio_codes) and audio_codes.ndim == 3:
+            if audio_codes.shape[0] != 1:
+                raise ValueError(f"decode_stream decodes one item; got a batch of {audio_codes.shape[0]}.")
+            audio_codes = audio_codes[0]
+        if not torch.is_tensor(audio_codes) or audio_codes.ndim != 2:
+            raise ValueError("audio_codes must be one item's codes of shape (2, frames).")
+        if isinstance(windows_per_chunk, bool) or int(windows_per_chunk) < 1:
+            raise ValueError(f"windows_per_chunk must be a positive number of windows, got {windows_per_chunk!r}.")
+        frames = int(audio_codes.shape[-1])
+        self._check_codes(audio_codes[None], torch.tensor([frames]))
+        config = self.config
+        if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or int(num_inference_steps) < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        steps = num_inference_steps or config.num_inference_steps
+        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
+        eta = config.ddim_eta if eta is None else eta
+        generators = self._per_item_generators(generator, seed, 1)
+        item_generator = generators[0] if generators is not None else None
+        keep = reference_output_samples(frames, config.token_rate)
+        if num_samples is not None:
+            if int(num_samples) < 1:
+                raise ValueError(f"num_samples must be positive, got {num_samples}.")
+            keep = min(keep, int(num_samples))
+
+        device = self.decoder.scale_factor.device
+        codes = audio_codes.to(device)
+        windows = split_into_windows(frames, config.frames_per_window, config.decode_window_overlap)
+        joiner, emitted = StreamingOverlapAdd(), 0
+        for first in range(0, len(windows), int(windows_per_chunk)):
+            chunk = windows[first:first + int(windows_per_chunk)]
+            conditioning = torch.cat([
+                build_conditioning(self.encoder.codes_to_features(codes[0, a:b][None], codes[1, a:b][None]),
+                                   config.frames_per_window, self.encoder.positional_encoding)
+                for a, b in chunk
+            ])
+            latents = self.decoder.sample_latents(
+                conditioning, num_inference_steps=steps, guidance_scale=guidance, eta=eta, sampler=sampler,
+                generator=[item_generator] * len(chunk) if item_generator is not None else None,
+            )
+            waves = self.decoder.mel_to_waveform(self.decoder.latents_to_mel(latents))
+            for wave in waves:
+                piece = joiner.push(wave)[: max(0, keep - emitted)]
+                emitted += piece.shape[0]
+                if piece.shape[0]:
+                    yield piece
+        piece = joiner.finish()[: max(0, keep - emitted)]
+        if piece.shape[0]:
+            yield piece
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(
