@@ -114,6 +114,32 @@ def test_batch_of_different_lengths_equals_each_item_alone(tiny):
         assert (batch.audio_codes[index, :, n:] == 0).all()
 
 
+def test_cpu_lstm_path_matches_onednn_and_restores_the_global_switch(tiny, monkeypatch):
+    """The encoder runs its LSTM on ATen's CPU kernels (faster here); it must give the oneDNN path's ids and
+    leave `torch.backends.mkldnn.enabled` as the caller had it, even when the LSTM raises."""
+    from semanticodec_hf import modeling_semanticodec_encoder as encoder_module
+
+    model, feature_extractor = tiny
+    inputs = feature_extractor([_audio(12.05, 4), _audio(3.0, 5)], sampling_rate=16000)
+    assert torch.backends.mkldnn.enabled
+    bypassed = model.encode(**inputs).audio_codes
+    assert torch.backends.mkldnn.enabled
+    monkeypatch.setattr(encoder_module, "LSTM_BYPASS_ONEDNN_ON_CPU", False)
+    assert torch.equal(bypassed, model.encode(**inputs).audio_codes)
+
+    monkeypatch.setattr(encoder_module, "LSTM_BYPASS_ONEDNN_ON_CPU", True)
+    seen = []
+
+    def failing_lstm(*args, **kwargs):
+        seen.append(torch.backends.mkldnn.enabled)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model.encoder.lstm, "forward", failing_lstm)
+    with pytest.raises(RuntimeError, match="boom"):
+        model.encode(**inputs)
+    assert seen == [False] and torch.backends.mkldnn.enabled
+
+
 def test_frame_counts_follow_the_original_token_budget(tiny):
     model, feature_extractor = tiny
     # seconds -> frames at 100 tokens/s (spec table: 1.00 s -> 57 frames, 10.24 s -> 520, 12.05 s -> 608)
