@@ -7,6 +7,8 @@ Also: schedule and DDIM timesteps (incl. the original's quirks), window split / 
 order, the faster solvers, and the mapping's errors.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -356,11 +358,77 @@ def test_guidance_batches_both_halves_like_two_calls(tiny_decoder):
     with torch.no_grad():
         v_u = tiny_decoder.predict_v(x, 500, unconditional_conditioning(cond, tiny_decoder.feature_width))
         v_c = tiny_decoder.predict_v(x, 500, cond)
-        guided = tiny_decoder._guided_v(x, torch.tensor(500), cond,
-                                        unconditional_conditioning(cond, tiny_decoder.feature_width), 2.0, None)
+        context = torch.cat([unconditional_conditioning(cond, tiny_decoder.feature_width), cond])
+        guided = tiny_decoder._guided_v(x, torch.tensor(500), context, 2.0, None)
         masked = tiny_decoder.predict_v(x, 500, cond, attention_mask=torch.ones(1, cond.shape[1]))
     torch.testing.assert_close(guided, v_u + 2.0 * (v_c - v_u), rtol=0, atol=1e-5)
     torch.testing.assert_close(masked, v_c, rtol=0, atol=1e-5)  # the original's all-ones mask = no mask
+
+
+@pytest.mark.parametrize("max_batch_size", [None, 1])
+def test_cached_cross_attention_context_is_bit_identical_and_undone(tiny_decoder, max_batch_size):
+    """Sampling projects the conditioning to keys/values once per call; the result must equal recomputing them
+    at every step bit for bit, and the UNet's modules must be left as they were."""
+    from diffusers.models.attention_processor import Attention
+
+    from semanticodec_hf import unet_context_cache
+
+    cond = _tiny_conditioning(2)
+    kwargs = dict(num_inference_steps=4, max_batch_size=max_batch_size)
+    calls = []
+    projections = [m.to_k for m in tiny_decoder.unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
+    assert projections
+    counted = projections[0]
+
+    def counting_forward(hidden_states):  # an instance-level override, as accelerate hooks install
+        calls.append(1)
+        return torch.nn.Linear.forward(counted, hidden_states)
+
+    counted.forward = counting_forward
+    try:
+        cached = tiny_decoder.sample_latents(cond, generator=torch.Generator().manual_seed(7), **kwargs)
+        chunks = 1 if max_batch_size is None else 4  # 2 windows x 2 guidance halves
+        assert len(calls) == chunks, "each chunk's context must be projected once per sampling call"
+        assert all("forward" not in p.__dict__ for p in projections[1:])
+        assert counted.forward is counting_forward, "an existing override must be put back"
+
+        calls.clear()
+        original = unet_context_cache.cache_cross_attention_context
+        with pytest.MonkeyPatch.context() as patch:  # the same call with the cache switched off
+            patch.setattr("semanticodec_hf.modeling_semanticodec_decoder.cache_cross_attention_context",
+                          lambda unet: contextlib.nullcontext())
+            recomputed = tiny_decoder.sample_latents(cond, generator=torch.Generator().manual_seed(7), **kwargs)
+        assert len(calls) == 4 * chunks and original is unet_context_cache.cache_cross_attention_context
+    finally:
+        del counted.forward
+    assert torch.equal(cached, recomputed)
+
+
+def test_context_cache_never_serves_a_different_tensor():
+    from semanticodec_hf.unet_context_cache import cache_cross_attention_context
+
+    attention = _CrossAttentionOnly()
+    first, second = torch.randn(1, 5, 6), torch.randn(1, 5, 6)
+    query = torch.randn(1, 3, 4)
+    with torch.no_grad():
+        expected = [attention(query, first), attention(query, second)]
+        with cache_cross_attention_context(attention) as patched:
+            assert patched == 2
+            got = [attention(query, first), attention(query, second), attention(query, first)]
+    for value, reference in zip(got, expected + expected[:1]):
+        assert torch.equal(value, reference)
+
+
+class _CrossAttentionOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        from diffusers.models.attention_processor import Attention
+
+        torch.manual_seed(0)
+        self.attn = Attention(query_dim=4, cross_attention_dim=6, heads=2, dim_head=2)
+
+    def forward(self, hidden_states, context):
+        return self.attn(hidden_states, encoder_hidden_states=context)
 
 
 @pytest.mark.parametrize("sampler", ["dpmsolver++", "unipc"])

@@ -23,6 +23,7 @@ from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from .conditioning import unconditional_conditioning
 from .configuration_semanticodec import SemantiCodecConfig
+from .unet_context_cache import cache_cross_attention_context
 
 GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
@@ -305,20 +306,18 @@ class SemantiCodecDecoder(nn.Module):
         self,
         latents: torch.Tensor,
         timestep: torch.Tensor,
-        conditioning: torch.Tensor,
-        unconditional: Optional[torch.Tensor],
-        guidance_scale: float,
+        context: torch.Tensor,
+        guidance_scale: Optional[float],
         max_batch_size: Optional[int],
     ) -> torch.Tensor:
-        """Classifier-free guidance with both halves in one UNet batch: `v_u + g (v_c - v_u)`."""
-        if unconditional is None:
-            return self.predict_v(latents, timestep, conditioning, max_batch_size=max_batch_size)
-        both = self.predict_v(
-            torch.cat([latents, latents]),
-            timestep,
-            torch.cat([unconditional, conditioning]),
-            max_batch_size=max_batch_size,
-        )
+        """Classifier-free guidance with both halves in one UNet batch: `v_u + g (v_c - v_u)`.
+
+        `context` is `[unconditional ++ conditional]` (2N rows) when `guidance_scale` is given, else the N
+        conditional rows. Built once per sampling call, so its cross-attention projections can be cached.
+        """
+        if guidance_scale is None:
+            return self.predict_v(latents, timestep, context, max_batch_size=max_batch_size)
+        both = self.predict_v(torch.cat([latents, latents]), timestep, context, max_batch_size=max_batch_size)
         v_uncond, v_cond = both.chunk(2)
         return v_uncond + guidance_scale * (v_cond - v_uncond)
 
@@ -356,9 +355,11 @@ class SemantiCodecDecoder(nn.Module):
         device = self.scale_factor.device
         conditioning = conditioning.to(device)
         num_windows = conditioning.shape[0]
-        unconditional = None
+        # The original makes one conditional UNet call when g == 1 and two calls otherwise (here one batch).
+        guided_scale, context = None, conditioning
         if guidance_scale != 1.0:
-            unconditional = unconditional_conditioning(conditioning, self.feature_width)
+            guided_scale = guidance_scale
+            context = torch.cat([unconditional_conditioning(conditioning, self.feature_width), conditioning])
 
         if sampler == "ddim":
             timesteps = reference_ddim_timesteps(num_inference_steps, self.config.num_train_timesteps)
@@ -368,11 +369,12 @@ class SemantiCodecDecoder(nn.Module):
         source = _WindowNoise(num_windows, draws, self.latent_shape, device, generator=generator, noise=noise)
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self._guided_v(x, t, conditioning, unconditional, guidance_scale, max_batch_size)
+            return self._guided_v(x, t, context, guided_scale, max_batch_size)
 
-        if sampler == "ddim":
-            return self._ddim_loop(guided, source, timesteps, eta, progress)
-        return self._diffusers_loop(guided, source, sampler, num_inference_steps, progress)
+        with cache_cross_attention_context(self.unet):
+            if sampler == "ddim":
+                return self._ddim_loop(guided, source, timesteps, eta, progress)
+            return self._diffusers_loop(guided, source, sampler, num_inference_steps, progress)
 
     def _ddim_loop(
         self,
