@@ -404,6 +404,21 @@ def test_cached_cross_attention_context_is_bit_identical_and_undone(tiny_decoder
     assert torch.equal(cached, recomputed)
 
 
+def test_cpu_vocoder_runs_one_window_per_call(tiny_decoder):
+    """Batched windows make the CPU vocoder slower (cache-bound); it runs them one by one, so a window's
+    waveform does not depend on what it was batched with."""
+    mel = -5 + torch.randn(3, 1, 1024, 64, generator=torch.Generator().manual_seed(0))
+    sizes = []
+    hook = tiny_decoder.vocoder.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        together = tiny_decoder.mel_to_waveform(mel, max_batch_size=8)
+    finally:
+        hook.remove()
+    assert sizes == [1, 1, 1]
+    alone = torch.cat([tiny_decoder.mel_to_waveform(mel[i:i + 1]) for i in range(3)])
+    assert torch.equal(together, alone)
+
+
 def test_context_cache_never_serves_a_different_tensor():
     from semanticodec_hf.unet_context_cache import cache_cross_attention_context
 

@@ -35,6 +35,11 @@ DIFFUSERS_SAMPLERS: Dict[str, tuple] = {
 }
 SAMPLERS = ("ddim",) + tuple(DIFFUSERS_SAMPLERS)
 
+# On a CPU the vocoder's long 1-D activations (up to 32 x 163872 floats per window) stop fitting in cache when
+# windows are batched: one window per call is faster (full-size, 2 cores: 4.8 s vs 6.3 s per window at 4 per
+# call) and lighter. Other devices batch by `max_batch_size`.
+VOCODER_WINDOWS_PER_CALL_ON_CPU = 1
+
 # Buffers of the original `LatentDiffusion`, in its registration order (all recomputable from the config).
 SCHEDULE_BUFFER_NAMES = (
     "betas",
@@ -454,6 +459,8 @@ class SemantiCodecDecoder(nn.Module):
         """Log-mel `[N, 1, 1024, 64]` (or `[N, 1024, 64]`) -> 16 kHz waveforms `[N, 163872]` (160 x frames + 32)."""
         if mel.ndim == 4:
             mel = mel.squeeze(1)
+        if mel.device.type == "cpu":
+            max_batch_size = VOCODER_WINDOWS_PER_CALL_ON_CPU
         dtype = self.vocoder.dtype
         waves = [
             self.vocoder(mel[part].to(dtype)).reshape(mel[part].shape[0], -1)
