@@ -8,7 +8,9 @@ also check that the codes are identical and the decoded waveforms agree.
 
 The original is not a dependency of this project: pass a checkout of
 https://github.com/haoheliu/SemantiCodec-inference with `--original-repo`, in an environment that has its
-extra packages (`pip install einops vector-quantize-pytorch librosa` and `pip install --no-deps timm torchvision`).
+extra packages (`pip install einops vector-quantize-pytorch librosa` and `pip install --no-deps timm torchvision`),
+best a separate virtual environment: a torchvision whose C ops do not load with this torch breaks `transformers`
+imports (this script defines the two op schemas it needs before importing anything else).
 torchaudio does not load with this project's torch, so when it is missing the original gets a stand-in
 module whose `compliance.kaldi.fbank` is our (parity-tested) Kaldi fbank and whose `load` reads with
 soundfile; every clip here is 16 kHz already, so no resampling is involved. Both sides therefore share
