@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Peak memory of encoding and decoding long audio: RSS above the loaded model, per duration and direction.
 
-Each measurement runs in a fresh process (so peaks do not mix): load the codec, note the RSS, then encode
-(or decode the codes of, at once or streamed in window chunks) N minutes of synthetic audio and report the peak RSS minus the loaded RSS.
+Each measurement runs in a fresh process (so peaks do not mix): load the codec, note the RSS, then encode N
+minutes of synthetic audio (at once, or streamed in fbank blocks: `encode-stream`) or decode their codes (at once,
+or streamed in window chunks: `stream`), and report the peak RSS minus the loaded RSS.
 `--size tiny` (default) uses a small random model (the pipeline's own buffers: features, codes, latents,
 waveforms); `--size full` the published architecture with random weights (decoding an hour at full size takes
 hours on a CPU). One parseable line per measurement:
@@ -31,6 +32,11 @@ def rss_gb() -> float:
     return pages * resource.getpagesize() / 1e9
 
 
+def _swap(pair):
+    num_samples, blocks = pair
+    return blocks, num_samples
+
+
 def child(size: str, token_rate: int, direction: str, minutes: float, steps: int) -> None:
     import numpy as np
     import torch
@@ -51,10 +57,13 @@ def child(size: str, token_rate: int, direction: str, minutes: float, steps: int
     loaded = rss_gb()
     with torch.inference_mode():
         if direction == "encode":
-            audio = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+            audio = 0.1 * rng.standard_normal(samples, dtype=np.float32)
             features = extractor(audio, sampling_rate=16000)
             model.encode(features["input_features"], input_features_mask=features["input_features_mask"],
                          num_samples=features["num_samples"])
+        elif direction == "encode-stream":  # what the CLI does for long files: fbank blocks consumed as they come
+            audio = 0.1 * rng.standard_normal(samples, dtype=np.float32)
+            model.encode_stream(*_swap(extractor.iter_features(audio, sampling_rate=16000)))
         elif direction == "decode":
             model.decode(codes, num_inference_steps=steps, seed=0)
         else:  # what the CLI does for long files: window chunks decoded and handed on (here: dropped)
@@ -69,7 +78,7 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--token-rate", type=int, default=100)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60])
-    parser.add_argument("--directions", nargs="+", default=["encode", "decode"], choices=["encode", "decode", "stream"])
+    parser.add_argument("--directions", nargs="+", default=["encode", "decode"], choices=["encode", "encode-stream", "decode", "stream"])
     parser.add_argument("--steps", type=int, default=1, help="DDIM steps when decoding (memory does not depend on it)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -86,7 +95,7 @@ def main(argv: List[str] = None) -> None:
                 continue
             numbers = json.loads(run.stdout.strip().splitlines()[-1])
             above = numbers["peak_gb"] - numbers["loaded_gb"]
-            print(f"{direction:6s} {minutes:5.0f} min: model loaded {numbers['loaded_gb']:.2f} GB, peak "
+            print(f"{direction:13s} {minutes:5.0f} min: model loaded {numbers['loaded_gb']:.2f} GB, peak "
                   f"{numbers['peak_gb']:.2f} GB, {above:.2f} GB above the model")
             print(f"MEMORY size={args.size} token_rate={args.token_rate} direction={direction} minutes={minutes:g} "
                   f"peak_above_model_gb={above:.3f}")

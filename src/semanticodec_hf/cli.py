@@ -295,10 +295,18 @@ def _with_resampler(feature_extractor, args: argparse.Namespace):
     return feature_extractor
 
 
+STREAM_ENCODE_WINDOWS = 32  # files longer than this many encoder windows (~5.5 min) are encoded as a stream
+
+
 def _features(args: argparse.Namespace, feature_extractor, job: Job) -> Dict[str, Any]:
+    """A file's features; for long files a lazy `stream` of fbank blocks (`iter_features`) instead."""
     audio, sampling_rate = _read_audio(job.source, args.max_duration)
+    extractor = _with_resampler(feature_extractor, args)
     try:
-        features = _with_resampler(feature_extractor, args)(audio, sampling_rate=sampling_rate, return_tensors="pt")
+        if audio.shape[-1] / sampling_rate > STREAM_ENCODE_WINDOWS * 10.24:
+            return {"stream": extractor.iter_features(audio, sampling_rate=sampling_rate),
+                    "original_sampling_rate": sampling_rate}
+        features = extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
     except ValueError as error:
         raise CliError(f"{job.source}: {error}") from error
     features["original_sampling_rate"] = sampling_rate
@@ -306,8 +314,21 @@ def _features(args: argparse.Namespace, feature_extractor, job: Job) -> Dict[str
 
 
 def _encode_group(args: argparse.Namespace, codec, items: List[Dict[str, Any]]) -> List[Tuple[Any, int]]:
-    """Features of several files -> [(codes (2, F) int64 numpy, num_samples)], all windows batched together."""
+    """Features of several files -> [(codes (2, F) int64 numpy, num_samples)], all windows batched together;
+    long files (a `stream` item) are encoded alone, block by block."""
     import torch
+
+    if any("stream" in item for item in items):
+        results, batched = [None] * len(items), [i for i, item in enumerate(items) if "stream" not in item]
+        for i, item in enumerate(items):
+            if "stream" in item:
+                num_samples, blocks = item["stream"]
+                encoded = codec.encode_stream(blocks, num_samples, max_batch_size=args.batch_size)
+                results[i] = (encoded.audio_codes[0].cpu().numpy(), num_samples)
+        if batched:
+            for i, result in zip(batched, _encode_group(args, codec, [items[i] for i in batched])):
+                results[i] = result
+        return results
 
     windows = max(item["input_features"].shape[1] for item in items)
     batch = len(items)

@@ -9,7 +9,7 @@ longest are padded with whole windows, flagged by `input_features_mask`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from .kaldi_fbank import (
     WINDOW_FRAMES,
     WINDOW_SAMPLES,
     extract_fbank,
+    iter_normalised_fbank,
 )
 from .resampling import RESAMPLERS, resample
 
@@ -248,6 +249,21 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         """One item -> the validated mono 16 kHz float32 signal `[N]` this extractor computes features from
         (same mono rule and resampler); training recipes use it for targets aligned with the features."""
         return self._prepare_waveform(audio, 0, _check_sampling_rate(sampling_rate), torch.device("cpu"))
+
+    def iter_features(self, audio: Any, sampling_rate: int) -> Tuple[int, Iterator[torch.Tensor]]:
+        """One long item -> `(num_samples, blocks)`: its `input_features` as `[1, frames, 128]` blocks of 16 windows
+        (2.7 min), each computed when the iterator reaches it, for `SemantiCodecModel.encode_stream`.
+
+        Concatenated, the blocks equal `self(audio)["input_features"]` bit for bit. Memory: the 16 kHz signal
+        (the original subtracts the mean of the whole signal, so all of it is read first) plus one block, instead
+        of every fbank frame of the file.
+        """
+        waveform = self.to_mono_16k(audio, sampling_rate)
+        num_samples = int(waveform.shape[-1])
+        padded = torch.zeros(1, reference_num_windows(num_samples) * WINDOW_SAMPLES)
+        padded[0, :num_samples] = waveform
+        del waveform
+        return num_samples, iter_normalised_fbank(padded, mean=self.fbank_mean, std=self.fbank_std)
 
     def __call__(
         self,

@@ -15,6 +15,7 @@ before the first MKL call, makes x86 machines agree.
 from __future__ import annotations
 
 import math
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -103,16 +104,46 @@ def kaldi_fbank(waveforms: torch.Tensor) -> torch.Tensor:
     return torch.maximum(energies, eps).log()
 
 
-def _blockwise_fbank(waveforms: torch.Tensor) -> torch.Tensor:
-    """`kaldi_fbank` with peak memory bounded by `FBANK_BLOCK_FRAMES` frames (see there)."""
-    frames = 1 + (waveforms.shape[-1] - FRAME_LENGTH) // FRAME_SHIFT
-    if frames <= FBANK_BLOCK_FRAMES:
-        return kaldi_fbank(waveforms)
-    blocks = []
-    for start in range(0, frames, FBANK_BLOCK_FRAMES):
-        stop = min(start + FBANK_BLOCK_FRAMES, frames)
-        blocks.append(kaldi_fbank(waveforms[:, start * FRAME_SHIFT : (stop - 1) * FRAME_SHIFT + FRAME_LENGTH]))
-    return torch.cat(blocks, dim=1)
+def _check_padded(waveforms: torch.Tensor) -> torch.Tensor:
+    if waveforms.dim() == 1:
+        waveforms = waveforms.unsqueeze(0)
+    length = waveforms.shape[-1]
+    if length == 0 or length % WINDOW_SAMPLES:
+        raise ValueError(f"Signals must be padded to a positive multiple of {WINDOW_SAMPLES} samples, got {length}.")
+    return waveforms.to(torch.float32)
+
+
+def signal_means(waveforms: torch.Tensor) -> torch.Tensor:
+    """`[B, 1]` means of padded signals `[B, L]`: one full float32 reduction per row, the reference's
+    `waveform.mean()`, kept per row so the value does not depend on how many rows are batched together."""
+    waveforms = _check_padded(waveforms)
+    return torch.stack([row.mean() for row in waveforms]).unsqueeze(-1)
+
+
+def iter_normalised_fbank(
+    waveforms: torch.Tensor,
+    means: Optional[torch.Tensor] = None,
+    mean: float = FBANK_MEAN,
+    std: float = FBANK_STD,
+) -> Iterator[torch.Tensor]:
+    """`extract_fbank` piece by piece: yields `[B, frames, 128]` blocks of `FBANK_BLOCK_FRAMES` frames (16
+    windows; the last block shorter) whose concatenation is `extract_fbank(waveforms)` exactly, computing only
+    one block's frames at a time. `means`: the rows' `signal_means` (computed here when omitted)."""
+    waveforms = _check_padded(waveforms)
+    if means is None:
+        means = signal_means(waveforms)
+    length = waveforms.shape[-1]
+    frames = 1 + (length - FRAME_LENGTH) // FRAME_SHIFT
+    target = WINDOW_FRAMES * (length // WINDOW_SAMPLES)
+    for start in range(0, target, FBANK_BLOCK_FRAMES):
+        stop = min(start + FBANK_BLOCK_FRAMES, target)
+        if frames <= FBANK_BLOCK_FRAMES:  # the unchanged single-call path of short signals
+            block = kaldi_fbank(waveforms - means)
+        else:
+            last = min(stop, frames)
+            block = kaldi_fbank(waveforms[:, start * FRAME_SHIFT : (last - 1) * FRAME_SHIFT + FRAME_LENGTH] - means)
+        block = F.pad(block, (0, 0, 0, stop - start - block.shape[1]))  # all-zero log-mel frames past the end
+        yield (block - mean) / (std * 2)
 
 
 def extract_fbank(
@@ -125,16 +156,4 @@ def extract_fbank(
     Per row, like the reference: subtract the signal's mean (padding included, so padding becomes
     `-mean`), fbank, append all-zero log-mel frames up to `1024 * n_win`, then `(f - mean) / (2 * std)`.
     """
-    if waveforms.dim() == 1:
-        waveforms = waveforms.unsqueeze(0)
-    length = waveforms.shape[-1]
-    if length == 0 or length % WINDOW_SAMPLES:
-        raise ValueError(f"Signals must be padded to a positive multiple of {WINDOW_SAMPLES} samples, got {length}.")
-    waveforms = waveforms.to(torch.float32)
-    # One full reduction per row, the reference's `waveform.mean()`; kept per row so the value
-    # does not depend on how many rows are batched together.
-    means = torch.stack([row.mean() for row in waveforms]).unsqueeze(-1)
-    fbank = _blockwise_fbank(waveforms - means)
-    target = WINDOW_FRAMES * (length // WINDOW_SAMPLES)
-    fbank = F.pad(fbank, (0, 0, 0, target - fbank.shape[1]))
-    return (fbank - mean) / (std * 2)
+    return torch.cat(list(iter_normalised_fbank(waveforms, mean=mean, std=std)), dim=1)

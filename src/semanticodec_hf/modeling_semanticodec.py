@@ -8,7 +8,7 @@ every per-item quirk of the original (token budget, window split, cross-fade, tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
@@ -209,6 +209,69 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 offset += n
         output = SemantiCodecEncoderOutput(audio_codes, mask, lengths.to(device), cond_out)
         return output if return_dict else output.to_tuple()
+
+    @torch.inference_mode()
+    def encode_stream(
+        self,
+        feature_blocks: Iterable[torch.Tensor],
+        num_samples: int,
+        max_batch_size: Optional[int] = None,
+        progress: bool = False,
+    ) -> SemantiCodecEncoderOutput:
+        """Encode ONE long item from `SemantiCodecFeatureExtractor.iter_features` blocks, windows consumed as the
+        blocks arrive, so hours of audio never hold all their fbank frames at once.
+
+        Windows go through the encoder in the same chunks of `max_batch_size` as `encode` uses, so the codes
+        equal `encode(**feature_extractor(audio))` bit for bit. Returns the batch-of-one `encode` output.
+        """
+        config = self.config
+        window_frames, frames_per_window = config.window_frames, config.frames_per_window
+        expected_windows = reference_num_windows(int(num_samples))
+        if max_batch_size is not None and (isinstance(max_batch_size, bool) or int(max_batch_size) < 1):
+            raise ValueError(f"max_batch_size must be a positive number of windows, got {max_batch_size!r}.")
+        chunk = int(max_batch_size or DEFAULT_MAX_WINDOWS_PER_CALL)
+        semantic, acoustic, pending, seen = [], [], [], 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=expected_windows, desc="encode", unit="window")
+
+        def run(windows: torch.Tensor) -> None:
+            out = self.encoder(windows.to(self.device))
+            semantic.append(out.semantic_ids.reshape(-1))
+            acoustic.append(out.acoustic_ids.reshape(-1))
+            if bar is not None:
+                bar.update(windows.shape[0])
+
+        for block in feature_blocks:
+            self._check_features(block)
+            if block.shape[0] != 1:
+                raise ValueError(f"encode_stream takes blocks of one item [1, frames, bins], got {tuple(block.shape)}.")
+            pending.append(block.reshape(-1, window_frames, config.num_mel_bins))
+            seen += pending[-1].shape[0]
+            while sum(p.shape[0] for p in pending) >= chunk:
+                windows = torch.cat(pending)
+                run(windows[:chunk])
+                pending = [windows[chunk:]]
+        if sum(p.shape[0] for p in pending):
+            run(torch.cat(pending))
+        if bar is not None:
+            bar.close()
+        if seen != expected_windows:
+            raise ValueError(
+                f"The feature blocks hold {seen} windows but num_samples={num_samples} needs {expected_windows} windows; "
+                "pass the blocks and num_samples that SemantiCodecFeatureExtractor.iter_features returned together."
+            )
+        length = min(reference_frame_count(int(num_samples), config.token_rate), seen * frames_per_window)
+        audio_codes = torch.stack([torch.cat(semantic)[:length], torch.cat(acoustic)[:length]]).unsqueeze(0)
+        device = audio_codes.device
+        return SemantiCodecEncoderOutput(
+            audio_codes,
+            torch.ones(1, length, dtype=torch.long, device=device),
+            torch.tensor([length], dtype=torch.long, device=device),
+            None,
+        )
 
     # ------------------------------------------------------------------------------------------ decode
     def _check_codes(self, audio_codes: torch.Tensor, lengths: torch.Tensor) -> None:
