@@ -30,6 +30,14 @@ GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 DEFAULT_MAX_WINDOWS_PER_CALL = 32
 
 
+def _check_positive(name: str, value: Optional[int], what: str, required: bool = False) -> None:
+    """Raise a ValueError naming `name` unless `value` is a positive int (or None when not `required`)."""
+    if value is None and not required:
+        return
+    if value is None or isinstance(value, bool) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive {what}, got {value!r}.")
+
+
 @dataclass
 class SemantiCodecEncoderOutput(ModelOutput):
     """
@@ -154,8 +162,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         without it every window's frames are kept.
         """
         self._check_features(input_features)
-        if max_batch_size is not None and (isinstance(max_batch_size, bool) or int(max_batch_size) < 1):
-            raise ValueError(f"max_batch_size must be a positive number of windows, got {max_batch_size!r}.")
+        _check_positive("max_batch_size", max_batch_size, "number of windows")
         batch = input_features.shape[0]
         config = self.config
         window_frames, frames_per_window = config.window_frames, config.frames_per_window
@@ -227,8 +234,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         config = self.config
         window_frames, frames_per_window = config.window_frames, config.frames_per_window
         expected_windows = reference_num_windows(int(num_samples))
-        if max_batch_size is not None and (isinstance(max_batch_size, bool) or int(max_batch_size) < 1):
-            raise ValueError(f"max_batch_size must be a positive number of windows, got {max_batch_size!r}.")
+        _check_positive("max_batch_size", max_batch_size, "number of windows")
         chunk = int(max_batch_size or DEFAULT_MAX_WINDOWS_PER_CALL)
         semantic, acoustic, pending, seen = [], [], [], 0
         bar = None
@@ -274,6 +280,18 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         )
 
     # ------------------------------------------------------------------------------------------ decode
+    def _sampling_settings(
+        self, num_inference_steps: Optional[int], guidance_scale: Optional[float], eta: Optional[float]
+    ) -> tuple:
+        """`(steps, guidance, eta)`: the arguments given, else the config's defaults."""
+        _check_positive("num_inference_steps", num_inference_steps, "integer")
+        config = self.config
+        return (
+            num_inference_steps or config.num_inference_steps,
+            config.guidance_scale if guidance_scale is None else guidance_scale,
+            config.ddim_eta if eta is None else eta,
+        )
+
     def _check_codes(self, audio_codes: torch.Tensor, lengths: torch.Tensor) -> None:
         if not torch.is_tensor(audio_codes) or audio_codes.dtype.is_floating_point or audio_codes.dtype == torch.bool:
             raise ValueError(
@@ -359,11 +377,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         lengths = torch.as_tensor(audio_codes_lengths if audio_codes_lengths is not None else [], dtype=torch.long).cpu()
         self._check_codes(audio_codes, lengths)
         config = self.config
-        if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or int(num_inference_steps) < 1):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        steps = num_inference_steps or config.num_inference_steps
-        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
-        eta = config.ddim_eta if eta is None else eta
+        steps, guidance, eta = self._sampling_settings(num_inference_steps, guidance_scale, eta)
         item_generators = self._per_item_generators(generator, seed, batch)
 
         device = self.decoder.scale_factor.device
@@ -440,16 +454,11 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
             audio_codes = audio_codes[0]
         if not torch.is_tensor(audio_codes) or audio_codes.ndim != 2:
             raise ValueError("audio_codes must be one item's codes of shape (2, frames).")
-        if isinstance(windows_per_chunk, bool) or int(windows_per_chunk) < 1:
-            raise ValueError(f"windows_per_chunk must be a positive number of windows, got {windows_per_chunk!r}.")
+        _check_positive("windows_per_chunk", windows_per_chunk, "number of windows", required=True)
         frames = int(audio_codes.shape[-1])
         self._check_codes(audio_codes[None], torch.tensor([frames]))
         config = self.config
-        if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or int(num_inference_steps) < 1):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        steps = num_inference_steps or config.num_inference_steps
-        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
-        eta = config.ddim_eta if eta is None else eta
+        steps, guidance, eta = self._sampling_settings(num_inference_steps, guidance_scale, eta)
         generators = self._per_item_generators(generator, seed, 1)
         item_generator = generators[0] if generators is not None else None
         keep = reference_output_samples(frames, config.token_rate)
