@@ -1,7 +1,9 @@
 """What the accelerate training loops (audio LM, codec) share: checkpoint discovery, resume, trackers, precision.
 
 A checkpoint is `OUTPUT/checkpoints/step_XXXXXXXX/` written by `accelerator.save_state` plus `trainer_state.json`,
-written last: a folder without it was interrupted mid-write and is ignored.
+written last: a folder without it was interrupted mid-write and is ignored. The trainer state holds the step and,
+under `recipe`, the recipe dict the run was started with (the `config` given to `start_run`): resuming under a
+different recipe would silently continue another run, so `start_run` refuses it (see `recipe_differences`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,28 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
+RECIPE_KEY = "recipe"  # trainer-state key of the recipe dict (what both trainers pass to save_checkpoint)
+# Recipe keys (dotted; a section prefix covers its sub-keys) that may change between a checkpoint and its resume:
+# they decide where things go and how often they are reported, not which weights come out. Both trainers' names
+# (lm/config.py TrainRecipe/DataRecipe, recipes/train_codec.py CodecTrainSection). Everything else, max_steps
+# included (the cosine schedule is built from it), changes the trajectory and is refused on resume.
+RESUME_NEUTRAL_KEYS = (
+    "train.output_dir",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.log_with",
+    "train.num_workers",  # lm: DataLoader workers prepare the same batches (tests/test_lm_train.py)
+    "data.max_eval_blocks",  # lm: how many eval blocks are scored
+    "train.val_steps",  # codec: DDIM steps of validation reconstructions (validation draws its own noise)
+)
 
 
 def checkpoints(output: Path) -> List[Tuple[int, Path]]:
@@ -41,7 +59,9 @@ def resolve_resume(output: Path, resume: str) -> Optional[Path]:
 
 
 def save_checkpoint(accelerator, output: Path, step: int, state: Dict[str, Any], keep: int) -> Path:
-    """`save_state` on every process, then the trainer state (main process), then drop all but `keep` newest."""
+    """`save_state` on every process, then the trainer state (main process), then drop all but `keep` newest.
+
+    `state` should hold `{"recipe": config}` with the dict given to `start_run`, so a resume can be checked."""
     path = Path(output) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     accelerator.save_state(str(path))
     accelerator.wait_for_everyone()
@@ -57,6 +77,63 @@ def load_checkpoint(accelerator, checkpoint: Path) -> int:
     """Restore everything `save_state` wrote; returns the step the checkpoint was taken at."""
     accelerator.load_state(str(checkpoint))
     return int(json.loads((Path(checkpoint) / TRAINER_STATE).read_text())["step"])
+
+
+_ABSENT = object()
+
+
+def _as_json(value: Any) -> Any:
+    """The value as it reads back from trainer_state.json (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _is_neutral(key: str, neutral: Sequence[str]) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in neutral)
+
+
+def recipe_differences(
+    old: Dict[str, Any], new: Dict[str, Any], neutral: Sequence[str] = RESUME_NEUTRAL_KEYS
+) -> List[Tuple[str, Any, Any]]:
+    """`(dotted key, old value, new value)` for every recipe setting that differs, except the `neutral` ones.
+
+    A key present on one side only counts as a difference (its value there is reported as `<absent>`)."""
+    found: List[Tuple[str, Any, Any]] = []
+
+    def walk(key: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in list(a) + [n for n in b if n not in a]:
+                walk(f"{key}.{name}" if key else str(name), a.get(name, _ABSENT), b.get(name, _ABSENT))
+        elif a != b and not _is_neutral(key, neutral):
+            found.append((key, a, b))
+
+    walk("", _as_json(old), _as_json(new))
+    return found
+
+
+def _shown(value: Any) -> str:
+    return "<absent>" if value is _ABSENT else json.dumps(value)
+
+
+def check_resume_recipe(checkpoint: Path, config: Dict[str, Any], neutral: Sequence[str] = RESUME_NEUTRAL_KEYS) -> None:
+    """Refuse to resume `checkpoint` under a recipe that changes the training trajectory.
+
+    Raises `ValueError` listing each differing key with its old and new value. A checkpoint written before
+    recipes were stored (no `recipe` in its trainer state) is resumed unchecked, with a warning."""
+    state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    stored = state.get(RECIPE_KEY)
+    if stored is None:
+        print(f"warning: {checkpoint} does not record the recipe it was trained with (an older checkpoint); resuming "
+              "without checking that the recipe is unchanged.", file=sys.stderr)
+        return
+    changed = recipe_differences(stored, config, neutral)
+    if changed:
+        listed = "; ".join(f"{key}: {_shown(a)} -> {_shown(b)}" for key, a, b in changed)
+        raise ValueError(
+            f"Cannot resume {checkpoint}: the recipe differs from the one it was trained with ({listed}). Resuming "
+            "would continue that run with other settings, not train this recipe. Undo the change to resume, start "
+            "over in this folder with --resume no (its old checkpoints are deleted), or give a new output folder "
+            "(--output-dir)."
+        )
 
 
 def mixed_precision(choice: str) -> str:
@@ -123,16 +200,29 @@ class MetricsLog:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def start_run(accelerator, output: Path, resume: str, project: str, config: Dict[str, Any]):
+def start_run(accelerator, output: Path, resume: str, project: str, config: Dict[str, Any],
+              neutral: Sequence[str] = RESUME_NEUTRAL_KEYS):
     """Resume from a checkpoint if asked (`auto`: the newest), open the metrics log and the trackers.
 
+    A resume is refused (`ValueError`) when `config` differs from the recipe stored in the checkpoint outside
+    the `neutral` keys. `resume="no"` starts over: the folder's old checkpoints are deleted first, otherwise the
+    new run's first checkpoints would be pruned as the oldest and `auto` would later pick the old run's.
     Returns `(start_step, log)`; call after `prepare` and `register_for_checkpointing`.
     """
     start_step = 0
     checkpoint = resolve_resume(output, resume)
     if checkpoint is not None:
+        check_resume_recipe(checkpoint, config, neutral)
         start_step = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    elif resume == "no":
+        old = checkpoints(output)
+        if old and accelerator.is_main_process:
+            print(f"--resume no: deleting the {len(old)} checkpoint(s) of the previous run in {Path(output) / 'checkpoints'}",
+                  file=sys.stderr)
+            for _, path in old:
+                shutil.rmtree(path)
+        accelerator.wait_for_everyone()
     log = MetricsLog(accelerator, output, start_step)
     accelerator.init_trackers(project, config=flat_hparams(config))
     return start_step, log
