@@ -8,7 +8,9 @@
 (`python lm/train.py ...` runs one process.) The recipe fixes the result; accelerate's own configuration says
 where it runs. Checkpoints (`save_state`) are written every `train.save_every` steps; running the same command
 again resumes from the newest one with the same data order and RNG, so a killed-and-resumed run ends with the
-same weights as one that was never interrupted. The final model is `OUTPUT/final` (`save_pretrained`, with the
+same weights as one that was never interrupted. A resume under a changed recipe (learning rate, data, max_steps,
+...; intervals and the output folder may change) is refused with the differing keys: `--resume no` starts over.
+`train.num_workers` DataLoader processes prepare batches ahead; the batches do not depend on it. The final model is `OUTPUT/final` (`save_pretrained`, with the
 tokenizer's vocabulary layout beside it) and can be used with `lm/generate.py` / `semanticodec-hf continue`.
 """
 
@@ -31,6 +33,7 @@ import torch
 
 from lm.config import LMRecipe, load_recipe
 from lm.data import (
+    IGNORE_INDEX,
     AudioLMDataCollator,
     BlockBuilder,
     GlobalBatchOrder,
@@ -130,26 +133,81 @@ def load_corpus(recipe: LMRecipe):
     return Blocks(to_blocks(train_clips)), Blocks(to_blocks(eval_clips)), tokenizer
 
 
+# ---------------------------------------------------------------------------------------------- batches
+class MicroBatches(torch.utils.data.Dataset):
+    """Item i = the collated global micro-batch `first + i` (a `DataLoader` with `batch_size=None` serves it).
+
+    Which blocks form micro-batch k is `GlobalBatchOrder(k)`, a pure function of (seed, k), so DataLoader
+    workers (`train.num_workers`) only prepare ahead what the loop would have built itself: the batches, and
+    hence a resumed run, are the same for any number of workers.
+    """
+
+    def __init__(self, blocks: Blocks, order: GlobalBatchOrder, collator: AudioLMDataCollator, first: int, count: int):
+        self.blocks, self.order, self.collator, self.first, self.count = blocks, order, collator, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        return self.collator(self.blocks.take(self.order(self.first + index)))
+
+
+class EvalBatches(torch.utils.data.Dataset):
+    """This process's eval batches: the first `limit` blocks dealt round-robin over processes, `batch_size` each.
+
+    Every process gets the same number of batches and rows (a process short of blocks repeats block 0 with its
+    labels masked out, so it adds nothing): with FSDP or DDP buffer broadcasts every forward is a collective
+    call that all processes must make.
+    """
+
+    def __init__(self, blocks: Blocks, collator: AudioLMDataCollator, batch_size: int, limit: int, rank: int,
+                 world: int):
+        count = min(len(blocks), limit)
+        per_process = math.ceil(count / world)
+        mine = list(range(rank, count, world))
+        rows = mine + [-1] * (per_process - len(mine))  # -1: a masked filler row
+        self.batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+        self.blocks, self.collator = blocks, collator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        rows = self.batches[index]
+        batch = self.collator(self.blocks.take([max(row, 0) for row in rows]))
+        filler = torch.tensor([row < 0 for row in rows])
+        batch["labels"][filler] = IGNORE_INDEX
+        return batch
+
+
+def _loader(dataset: torch.utils.data.Dataset, num_workers: int, device: torch.device):
+    """Items in order (no sampler, no re-batching), prepared by `num_workers` background processes.
+
+    It has its own generator: a DataLoader iterator draws its workers' base seed when it starts, and from the
+    global RNG that draw would shift the dropout masks of a resumed run (its loader starts after the restore)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+
+
 # ---------------------------------------------------------------------------------------------- loop
-def evaluate(accelerator, model, blocks: Blocks, collator, layout, batch_size: int, limit: int) -> Dict[str, float]:
-    """Loss and per-stream perplexity over the eval blocks (sharded over processes, summed exactly)."""
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = unwrapped.training
-    unwrapped.eval()
-    count = min(len(blocks), limit)
-    mine = list(range(accelerator.process_index, count, accelerator.num_processes))
+def evaluate(accelerator, model, batches: EvalBatches, layout, num_workers: int = 0) -> Dict[str, float]:
+    """Loss and per-stream perplexity over the eval blocks (sharded over processes, summed exactly).
+
+    Runs the prepared (wrapped) model, not the unwrapped module: under FSDP only the wrapper gathers the
+    sharded parameters."""
+    was_training = model.training
+    model.eval()
     totals = {key: torch.zeros((), dtype=torch.float64, device=accelerator.device)
               for key in ["loss_sum", "tokens"] + [f"{s}_{k}" for s in STREAMS for k in ("loss_sum", "tokens")]}
     with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            batch = collator(blocks.take(mine[start:start + batch_size]))
+        for batch in _loader(batches, num_workers, accelerator.device):
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.autocast():
-                logits = unwrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             for key, value in token_losses(logits, batch["labels"], layout).items():
                 totals[key] += value.double()
     totals = {key: accelerator.reduce(value, reduction="sum") for key, value in totals.items()}
-    unwrapped.train(was_training)
+    model.train(was_training)
     results = {"eval/loss": float(totals["loss_sum"] / totals["tokens"].clamp(min=1))}
     for stream in ("semantic", "acoustic"):
         tokens = float(totals[f"{stream}_tokens"])
@@ -167,7 +225,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="recipe overrides, e.g. --set train.max_steps=20 model.num_layers=4")
     parser.add_argument("--resume", default="auto",
-                        help="'auto' (default: newest checkpoint in the output folder, if any), 'no', or a path")
+                        help="'auto' (default: newest checkpoint in the output folder, if any), 'no' (start over; "
+                             "deletes the folder's old checkpoints), or a checkpoint path")
     parser.add_argument("--crash-after-step", type=int, help=argparse.SUPPRESS)  # tests: die like a killed job
     return parser.parse_args(argv)
 
@@ -181,13 +240,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
     """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json)."""
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     cfg = recipe.train
     output = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.log_with, output / "logs")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            "lm/train.py does not support DeepSpeed: it accumulates gradients and clips them itself, which DeepSpeed's "
+            "engine does on its own terms. Use DDP (accelerate launch --multi_gpu) or FSDP instead."
+        )
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_batch = cfg.global_batch_size // cfg.gradient_accumulation_steps
     if micro_batch % world:
@@ -217,7 +281,8 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
-    start_step, log = start_run(accelerator, output, resume, "audio-lm", recipe.to_dict())
+    config = recipe.to_dict()  # stored in every checkpoint; a resume under another recipe is refused
+    start_step, log = start_run(accelerator, output, resume, "audio-lm", config)
 
     num_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     accelerator.print(
@@ -225,13 +290,18 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
         f"{recipe.data.block_size}, {world} process(es) x {per_process} blocks x "
         f"{cfg.gradient_accumulation_steps} accumulation = {cfg.global_batch_size} blocks per step"
     )
+    accumulation = cfg.gradient_accumulation_steps
+    micro_batches = iter(_loader(
+        MicroBatches(train_blocks, order, collator, start_step * accumulation, (cfg.max_steps - start_step) * accumulation),
+        cfg.num_workers, accelerator.device))
+    eval_batches = EvalBatches(eval_blocks, collator, per_process, recipe.data.max_eval_blocks, rank, world)
     model.train()
-    started, tokens_seen, last = time.perf_counter(), 0, {}
+    last: Dict[str, Any] = {}
+    interval_started, interval_tokens = time.perf_counter(), 0
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train", unit="step",
                disable=not accelerator.is_local_main_process, file=sys.stderr)
     for step in range(start_step + 1, cfg.max_steps + 1):
-        micro = [collator(train_blocks.take(order((step - 1) * cfg.gradient_accumulation_steps + m)))
-                 for m in range(cfg.gradient_accumulation_steps)]
+        micro = [next(micro_batches) for _ in range(accumulation)]
         global_tokens = sum(count_targets(batch["labels"]) for batch in micro)
         loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for m, batch in enumerate(micro):
@@ -249,47 +319,58 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens_seen += global_tokens
+        interval_tokens += global_tokens
         loss = float(accelerator.reduce(loss_sum, reduction="sum")) / global_tokens
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            elapsed = time.perf_counter() - started
+            # The rate over the steps since the previous log (whatever ran between them included), so it does
+            # not carry the start-up cost of the first steps along for the whole run.
+            elapsed = time.perf_counter() - interval_started
             last = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
-                    "train/grad_norm": float(grad_norm), "train/tokens_per_second": tokens_seen / max(elapsed, 1e-9)}
+                    "train/grad_norm": float(grad_norm), "train/tokens_per_second": interval_tokens / max(elapsed, 1e-9)}
             log(last, step)
+            interval_started, interval_tokens = time.perf_counter(), 0
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             if len(eval_blocks):
-                log(evaluate(accelerator, model, eval_blocks, collator, layout, per_process,
-                             recipe.data.max_eval_blocks), step)
+                log(evaluate(accelerator, model, eval_batches, layout, cfg.num_workers), step)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, output, step, {"recipe": recipe.to_dict()}, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output, step, {"recipe": config}, cfg.keep_checkpoints)
         if crash_after_step is not None and step == crash_after_step:
             accelerator.wait_for_everyone()
             os._exit(137)  # no clean-up, no final save: as if the job had been killed
     bar.close()
+    del micro_batches  # stops the DataLoader workers before the final save
     final = output / "final"
     accelerator.wait_for_everyone()
     summary: Dict[str, Any] = {"steps": cfg.max_steps, "resumed_from": start_step or None,
                                "parameters": num_params, "final": str(final), **last}
+    save_final(accelerator, model, tokenizer, recipe, final)
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(model), tokenizer, recipe, final, accelerator)
         (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()
     return summary
 
 
-def save_final(model, tokenizer, recipe: LMRecipe, final: Path, accelerator) -> None:
-    """`save_pretrained` folder + the vocabulary layout and pattern (`audio_tokenizer_config.json`) + the recipe."""
+def save_final(accelerator, model, tokenizer, recipe: LMRecipe, final: Path) -> None:
+    """`save_pretrained` folder + the vocabulary layout and pattern (`audio_tokenizer_config.json`) + the recipe.
+
+    Call on every process with the prepared model: `get_state_dict` gathers sharded (FSDP) parameters, which
+    needs all processes; only the main process writes."""
     import yaml
 
-    model.save_pretrained(final, save_function=accelerator.save)
-    tokenizer.save_pretrained(final, save_codec=False)
-    if recipe.data.acoustic_bpe is not None:  # the pieces' meaning travels with the model
-        from semanticodec_hf.acoustic_bpe import AcousticBPE
+    state_dict = accelerator.get_state_dict(model)
+    accelerator.unwrap_model(model).save_pretrained(final, state_dict=state_dict,
+                                                    is_main_process=accelerator.is_main_process,
+                                                    save_function=accelerator.save)
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(final, save_codec=False)
+        if recipe.data.acoustic_bpe is not None:  # the pieces' meaning travels with the model
+            from semanticodec_hf.acoustic_bpe import AcousticBPE
 
-        AcousticBPE.load(recipe.data.acoustic_bpe).save(final / "acoustic_bpe")
-    (final / "lm_recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+            AcousticBPE.load(recipe.data.acoustic_bpe).save(final / "acoustic_bpe")
+        (final / "lm_recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":

@@ -176,3 +176,81 @@ def test_trainer_uses_acoustic_bpe_pieces(tmp_path):
     with pytest.raises(ValueError, match="semantic_only corpus"):
         main(["--config", str(config), "--set", f"data.acoustic_bpe={tmp_path / 'bpe'}", "train.max_steps=1",
               "--output-dir", str(tmp_path / "wrong")])
+
+
+def test_resume_refuses_a_changed_recipe_and_accepts_changed_intervals(tmp_path, capsys):
+    config = _recipe(tmp_path)
+    main(["--config", str(config)])
+    run = tmp_path / "run"
+    logged = (run / "metrics.jsonl").read_text()
+    # rerunning into the finished run with other settings must not "resume" it silently
+    with pytest.raises(ValueError) as refused:
+        main(["--config", str(config), "--set", "train.learning_rate=0.5", "data.synthetic.num_clips=30"])
+    message = str(refused.value)
+    assert "train.learning_rate: 0.003 -> 0.5" in message and "data.synthetic.num_clips: 24 -> 30" in message
+    assert "--resume no" in message and "output" in message
+    with pytest.raises(ValueError, match=r"train\.max_steps: 6 -> 8"):  # the cosine schedule depends on it
+        main(["--config", str(config), "--set", "train.max_steps=8"])
+    assert (run / "metrics.jsonl").read_text() == logged  # a refused resume leaves the run as it was
+    # where things go and how often they are reported does not change the trajectory
+    summary = main(["--config", str(config), "--set", "train.log_every=2", "train.eval_every=2", "train.save_every=2",
+                    "train.keep_checkpoints=1", "train.num_workers=1", "data.max_eval_blocks=1", "train.log_with=[]"])
+    assert summary["resumed_from"] == 6
+    # --resume no starts over in the same folder: the old run's checkpoints go, the new run's stay
+    capsys.readouterr()
+    summary = main(["--config", str(config), "--resume", "no", "--set", "train.learning_rate=0.5",
+                    "train.max_steps=4", "train.save_every=2"])
+    assert summary["resumed_from"] is None
+    assert "deleting the 2 checkpoint(s)" in capsys.readouterr().err
+    assert [step for step, _ in checkpoints(run)] == [2, 4]
+    assert main(["--config", str(config), "--set", "train.learning_rate=0.5", "train.max_steps=4",
+                 "train.save_every=2"])["resumed_from"] == 4
+
+
+def test_a_checkpoint_without_a_stored_recipe_still_resumes_with_a_warning(tmp_path, capsys):
+    config = _recipe(tmp_path)
+    main(["--config", str(config), "--set", "train.max_steps=3"])
+    state_file = checkpoints(tmp_path / "run")[-1][1] / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["recipe"]  # as written before recipes were stored
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    summary = main(["--config", str(config), "--set", "train.max_steps=3", "train.learning_rate=0.5"])
+    assert summary["resumed_from"] == 3
+    assert "does not record the recipe" in capsys.readouterr().err
+
+
+def test_dataloader_workers_give_the_same_training_and_resume_exactly(tmp_path, monkeypatch):
+    import lm.train
+
+    config = _recipe(tmp_path)  # dropout 0.1: the RNG stream matters too
+    main(["--config", str(config), "--output-dir", str(tmp_path / "straight")])
+    made = []
+    real_loader = lm.train._loader
+    monkeypatch.setattr(lm.train, "_loader", lambda dataset, workers, device: made.append(
+        (type(dataset).__name__, workers)) or real_loader(dataset, workers, device))
+    step_3 = dict(checkpoints(tmp_path / "straight"))[3]
+    # resume the straight run's step-3 checkpoint into another folder with 2 DataLoader worker processes
+    summary = main(["--config", str(config), "--output-dir", str(tmp_path / "workers"), "--resume", str(step_3),
+                    "--set", "train.num_workers=2"])
+    assert summary["resumed_from"] == 3
+    assert set(made) == {("MicroBatches", 2), ("EvalBatches", 2)}  # train.num_workers reaches both loaders
+    straight, workers = _weights(tmp_path / "straight"), _weights(tmp_path / "workers")
+    assert straight.keys() == workers.keys()
+    for name in straight:
+        assert torch.equal(straight[name], workers[name]), name
+    evals = lambda output: [m for m in _metrics(output) if "eval/loss" in m and m["step"] > 3]  # noqa: E731
+    assert evals(tmp_path / "workers") == evals(tmp_path / "straight")  # eval batches through workers too
+
+
+def test_recipe_differences_ignore_only_the_neutral_keys():
+    from semanticodec_hf.training_utils import recipe_differences
+
+    codec = {"model": {"init": "tiny"}, "data": {"val_clips": 2},
+             "train": {"output_dir": "a", "batch_size": 2, "val_steps": 5, "eval_every": 50, "log_with": ["x"]}}
+    changed = {"model": {"init": "tiny"}, "data": {"val_clips": 3},
+               "train": {"output_dir": "b", "batch_size": 4, "val_steps": 10, "eval_every": 10, "log_with": []}}
+    assert recipe_differences(codec, changed) == [("data.val_clips", 2, 3), ("train.batch_size", 2, 4)]
+    assert recipe_differences(codec, codec) == []
+    added = recipe_differences({"train": {"seed": 0}}, {"train": {"seed": 0, "new_key": 1}})
+    assert [(key, new) for key, _, new in added] == [("train.new_key", 1)]  # a key on one side only differs
