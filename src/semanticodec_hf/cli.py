@@ -132,6 +132,14 @@ def _device(name: str):
     return device
 
 
+def _set_decoder_dtype(codec, args: argparse.Namespace):
+    """The codec with its decoder switched to --decoder-dtype (a CliError for a precision this device lacks)."""
+    try:
+        return codec.set_decoder_dtype(args.decoder_dtype)
+    except ValueError as error:
+        raise CliError(f"--decoder-dtype {args.decoder_dtype}: {error}") from error
+
+
 def load_codec(model: Optional[str], tiny: bool, device: str = "cpu"):
     """The codec and its feature extractor; never falls back to random weights unless --tiny is given."""
     from .configuration_semanticodec import SemantiCodecConfig
@@ -582,6 +590,7 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
     for job in jobs:
         _check_audio_output_suffix(job.target)
     codec, _ = load_codec(args.model, args.tiny, args.device)
+    codec = _set_decoder_dtype(codec, args)
     config = codec.config
 
     def process_group(group: List[Job], outcome: Outcome, bar: Any) -> None:
@@ -696,6 +705,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     _check_audio_output_suffix(Path(args.output))
     audio, sampling_rate = _read_audio(Path(args.input), args.max_duration)
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
+    codec = _set_decoder_dtype(codec, args)
     config = codec.config
     try:
         inputs = _with_resampler(feature_extractor, args)(audio, sampling_rate=sampling_rate, return_tensors="pt")
@@ -824,6 +834,10 @@ def _decoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS),
                         help="ddim (the original) or a faster solver such as dpmsolver++ (use 10-20 steps)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default 2.0)")
+    parser.add_argument("--decoder-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="precision of the decoder's networks: float32 (the original's, default) or bfloat16 "
+                             "(2-3x faster on CPUs with AMX and recent GPUs; close to, not equal to, float32); "
+                             "float16 on GPUs. The codes never change: the encoder stays float32")
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the stochastic decoder; every file is decoded with it as if alone (default 0)")
     parser.add_argument("--subtype", default="PCM_16",

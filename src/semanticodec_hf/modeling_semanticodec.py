@@ -142,6 +142,13 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 f"input_features contains {int((~torch.isfinite(input_features)).sum())} NaN/Inf values; they would "
                 "turn into arbitrary codes. Compute features from clean audio with SemantiCodecFeatureExtractor."
             )
+        encoder_dtype = self.encoder.semantic_quantizer.centroids.dtype
+        if encoder_dtype != torch.float32:
+            raise ValueError(
+                f"The encoder's weights are {encoder_dtype}; the codes are only the original's in float32 (the "
+                "nearest-centroid and VQ choices are decided by tiny distance differences). Load the model without "
+                "`torch_dtype` and speed up decoding with `model.set_decoder_dtype('bfloat16')` instead."
+            )
 
     @torch.inference_mode()
     def encode(
@@ -280,6 +287,14 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         )
 
     # ------------------------------------------------------------------------------------------ decode
+    def set_decoder_dtype(self, dtype: Union[str, torch.dtype]) -> "SemantiCodecModel":
+        """Decode in `dtype` ("float32", the original's, or "bfloat16": ~2-3x faster on CPUs with AMX and on
+        recent GPUs, waveforms close to but not equal to float32's). Only the decoder's UNet, VAE and vocoder
+        change; the encoder stays in float32, so the codes are unaffected. The conversion is in place and lossy
+        (reload the model to decode in float32 again). Returns the model."""
+        self.decoder.set_network_dtype(dtype)
+        return self
+
     def _sampling_settings(
         self, num_inference_steps: Optional[int], guidance_scale: Optional[float], eta: Optional[float]
     ) -> tuple:
