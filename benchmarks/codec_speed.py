@@ -8,7 +8,11 @@ values; slow: a 50-step DDIM window takes minutes on 2 CPU cores); `--size tiny`
 pipeline around a small random model. One parseable line per token rate:
 
     CODEC_SPEED size=tiny token_rate=100 enc_b1_x=... enc_b16_x=... enc_ratio=... dec_b1_x=... dec_b16_x=... dec_ratio=...
-    CODEC_SAMPLERS size=tiny token_rate=100 ddim50_s=... ddim10_s=... dpmsolver++10_s=... fastest_speedup=...
+    CODEC_SAMPLERS size=tiny token_rate=100 ddim50_s=... ddim10_s=... dpmsolver++10_s=... ddim50_bfloat16_s=...
+        ... fastest_speedup=...
+
+Decode times per sampler are given for each `--decoder-dtypes` precision (float32, the original's, and the
+opt-in bfloat16 networks, fast on CPUs with AMX and on recent GPUs).
 
 examples:
   python benchmarks/codec_speed.py                                   # tiny, all token rates, quick
@@ -69,6 +73,8 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
     parser.add_argument("--samplers", nargs="+", default=["ddim:50", "ddim:10", "dpmsolver++:10"],
                         help="sampler:steps pairs timed on one window")
     parser.add_argument("--encode-only", action="store_true", help="skip the decode measurements")
+    parser.add_argument("--decoder-dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="decoder precisions timed per sampler (float32 is the original's; bfloat16 is opt-in)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,14 +106,17 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
               f"enc_ratio={enc_n / enc1:.2f} dec_b1_x={dec1:.4f} dec_b{args.batch}_x={dec_n:.4f} "
               f"dec_ratio={dec_n / dec1:.2f}")
         timings = {}
-        for spec in args.samplers:
-            sampler, steps = spec.split(":")
-            timings[spec] = WINDOW_SECONDS / decode_rate(model, codes[:1], 1, int(steps), sampler)
+        for dtype in args.decoder_dtypes:  # float32 first: converting to bfloat16 is lossy, in place
+            model.set_decoder_dtype(dtype)
+            suffix = "" if dtype == "float32" else f"@{dtype}"
+            for spec in args.samplers:
+                sampler, steps = spec.split(":")
+                timings[spec + suffix] = WINDOW_SECONDS / decode_rate(model, codes[:1], 1, int(steps), sampler)
         reference = timings.get("ddim:50")
         fastest = min(timings.values())
         print("  seconds per window: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         print(f"CODEC_SAMPLERS size={args.size} token_rate={token_rate} "
-              + " ".join(f"{k.replace(':', '')}_s={v:.3f}" for k, v in timings.items())
+              + " ".join(f"{k.replace(':', '').replace('@', '_')}_s={v:.3f}" for k, v in timings.items())
               + (f" fastest_speedup={reference / fastest:.2f}" if reference else ""))
         results[token_rate] = {**row, **{f"{k}_s": v for k, v in timings.items()}}
     return results

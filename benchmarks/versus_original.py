@@ -20,11 +20,14 @@ What is measured (one run, same machine, same thread count):
   encode: the original's `encode(path)` one clip at a time (its only mode) vs our feature extractor +
           `encode` over all clips in batches of `--batch`; codes must be identical.
   decode: the original's `decode(tokens)` (DDIM, `--decode-steps`, cfg 2.0) vs our `decode` with the same
-          sampler, steps, guidance and seed, per second of audio; then our fast preset.
+          sampler, steps, guidance and seed, per second of audio; then our fast preset; then both again with our
+          decoder's networks in bfloat16 (`set_decoder_dtype`, opt-in, not the original's precision; its waveform
+          is compared with our float32 one from the same noise).
 One parseable summary line:
 
     VERSUS_ORIGINAL token_rate=100 clips=8 enc_orig_x=... enc_ours_x=... enc_speedup=... codes_identical=1
         dec_orig_s_per_s=... dec_ours_s_per_s=... dec_speedup=... fast_s_per_s=... fast_speedup=... wave_max_abs_diff=...
+        dec_bf16_speedup=... fast_bf16_speedup=... bf16_wave_rel_diff=...
 
 example (about 10 minutes on 2 CPU cores):
   python benchmarks/versus_original.py --original-repo ~/src/SemantiCodec-inference --clips 8
@@ -148,6 +151,8 @@ def main(argv: List[str] = None) -> dict:
     parser.add_argument("--decode-steps", type=int, default=50, help="DDIM steps for both decoders")
     parser.add_argument("--fast", default="dpmsolver++:10", help="our fast preset, sampler:steps")
     parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--no-bfloat16", action="store_true",
+                        help="skip our bfloat16-decoder timings (opt-in precision, not the original's)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -219,6 +224,20 @@ def main(argv: List[str] = None) -> dict:
             summary.update(dec_orig_s_per_s=d_original / decoded_seconds, dec_ours_s_per_s=d_ours / decoded_seconds,
                            dec_speedup=d_original / d_ours, fast_s_per_s=d_fast / decoded_seconds,
                            fast_speedup=d_original / d_fast, wave_max_abs_diff=diff)
+            if not args.no_bfloat16:  # the same calls with our decoder's networks in bfloat16 (last: lossy in place)
+                ours.set_decoder_dtype("bfloat16")
+                with torch.inference_mode():
+                    wave_bf16, d_bf16 = timed(lambda: ours.decode(codes, num_inference_steps=args.decode_steps,
+                                                                  guidance_scale=2.0, seed=0).audio_values)
+                    _, d_fast_bf16 = timed(lambda: ours.decode(codes, num_inference_steps=int(steps), sampler=sampler,
+                                                               guidance_scale=2.0, seed=0))
+                c = wave_bf16.reshape(-1).float()
+                relative = ((c - b).norm() / b.norm()).item()
+                print(f"bfloat16 decoder: DDIM {args.decode_steps} {d_bf16:.1f} s (speed-up {d_original / d_bf16:.2f}), "
+                      f"fast preset {d_fast_bf16:.1f} s (speed-up {d_original / d_fast_bf16:.2f}); waveform vs our "
+                      f"float32 decode (same noise): relative L2 difference {relative:.2e}", flush=True)
+                summary.update(dec_bf16_speedup=d_original / d_bf16, fast_bf16_speedup=d_original / d_fast_bf16,
+                               bf16_wave_rel_diff=relative)
     print("VERSUS_ORIGINAL " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in summary.items()))
     return summary
