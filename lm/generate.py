@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # `python lm/generate.py`: make `lm` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,6 +35,13 @@ class PatternLogitsProcessor:
     semantic ids, then as many acoustic ids (the prompt's own acoustic ids first, if given); semantic_only -
     semantic ids. `<eos>` is allowed only after a whole frame and, with `target_frames`, is forced once a row has
     that many frames (and forbidden before, unless `allow_early_eos`). Finished rows may only write `<pad>`/`<eos>`.
+
+    All of it runs batched on the ids' device, with no copy to the host. A row's state (semantic ids, acoustic
+    ids, finished) is scanned from the ids at the first call of a `generate`; each later call adds the one new id
+    (a table lookup) and checks that the ids extend the previous call's (otherwise - a new prompt, reordered
+    beams - it scans again). The state gives six yes/no facts per row (`_FACTS`); the allowed ids for each of
+    their 64 combinations are tabulated once from the plain rule in `_rule`. `target_frames` and
+    `forced_acoustic` have one entry per row.
     """
 
     def __init__(
@@ -54,57 +61,150 @@ class PatternLogitsProcessor:
         self.target_frames = None if target_frames is None else [int(f) for f in target_frames]
         self.allow_early_eos = bool(allow_early_eos)
         self.forced_acoustic = None if forced_acoustic is None else [list(map(int, f)) for f in forced_acoustic]
-        vocab = layout.vocab_size
-        self._semantic = torch.zeros(vocab, dtype=torch.bool)
-        self._semantic[: layout.acoustic_offset] = True
-        self._acoustic = torch.zeros(vocab, dtype=torch.bool)
-        self._acoustic[layout.acoustic_offset: layout.special_offset] = True
+        if self.forced_acoustic is not None:
+            bad = [(row, i) for row, f in enumerate(self.forced_acoustic) for i in f
+                   if not 0 <= i < layout.acoustic_vocab_size]
+            if bad:
+                raise ValueError(f"forced_acoustic row {bad[0][0]} holds {bad[0][1]}, not an acoustic code in "
+                                 f"0..{layout.acoustic_vocab_size - 1} (give codes, not LM ids).")
+        self._tables: Dict[Any, torch.Tensor] = {}  # per (name, device, width, rows)
+        self._previous: Optional[torch.Tensor] = None  # the ids of the last call
+        self._state: Optional[torch.Tensor] = None  # float [B, 3]: semantic ids, acoustic ids, <eos> seen
 
-    def _row_state(self, ids: np.ndarray):
+    # ------------------------------------------------------------------------------------------- the rule
+    def _rule(self, frame_open: bool, more: bool, has_frame: bool, finished: bool, no_acoustic: bool,
+              forced_due: bool) -> Tuple[bool, bool, bool, bool]:
+        """(semantic ids, acoustic ids, `<eos>`, only the row's forced acoustic id) allowed next, from the facts."""
+        if finished:
+            return False, False, True, False  # (and <pad>)
+        if self.pattern == "semantic_then_acoustic":  # target is known
+            if no_acoustic and more:
+                return True, False, False, False
+            if frame_open:  # fewer acoustic than semantic ids
+                return False, not forced_due, False, forced_due
+            return False, False, has_frame, False
+        if self.pattern == "interleaved" and frame_open:
+            return False, True, False, False
+        eos = has_frame and (not more or self.allow_early_eos or self.target_frames is None)
+        return more, False, eos, False
+
+    def _check_rows(self, rows: int) -> None:
+        for name, values in (("target_frames", self.target_frames), ("forced_acoustic", self.forced_acoustic)):
+            if values is not None and len(values) != rows:
+                raise ValueError(f"{name} has {len(values)} entries but the batch has {rows} rows; give one per row "
+                                 "(beams included).")
+
+    def _mode(self, state: torch.Tensor) -> torch.Tensor:
+        """[B] mode code: bit k says whether fact k of `_FACTS` holds, each a linear test `state @ A + b > 0`
+        (b holds each row's target and number of forced acoustic ids)."""
+        device = state.device
+        facts = torch.addmm(self._table("offsets", device, rows=state.shape[0]), state, self._table("weights", device))
+        return ((facts > 0) * self._table("bits", device)).sum(dim=1)
+
+    # ------------------------------------------------------------------------------------------- tables
+    def _table(self, name: str, device: torch.device, width: int = 0, rows: int = 0) -> torch.Tensor:
+        """Constant tensors built once per device (and width / rows): id effects, fact weights, mode masks."""
+        key = (name, device, width, rows)
+        if key not in self._tables:
+            self._tables[key] = self._build_table(name, width, rows).to(device)
+        return self._tables[key]
+
+    def _build_table(self, name: str, width: int, rows: int) -> torch.Tensor:
         layout = self.layout
-        starts = np.flatnonzero((ids == layout.bos_token_id) | (ids == layout.sep_token_id))
-        body = ids[starts[-1] + 1:] if starts.size else ids[(ids != layout.pad_token_id).argmax():]
-        finished = bool(np.any(body == layout.eos_token_id))
-        semantic = int(np.sum(body < layout.acoustic_offset))
-        acoustic = int(np.sum((body >= layout.acoustic_offset) & (body < layout.special_offset)))
-        return finished, semantic, acoustic
+        if name == "effects":  # appending id i: state = state * effects[i, 0] + effects[i, 1]
+            effects = torch.zeros(max(width, layout.vocab_size), 2, 3)
+            effects[:, 0] = 1
+            effects[: layout.acoustic_offset, 1, 0] = 1
+            effects[layout.acoustic_offset: layout.special_offset, 1, 1] = 1
+            effects[layout.eos_token_id, 1, 2] = 1
+            effects[[layout.bos_token_id, layout.sep_token_id], 0] = 0  # a new body starts
+            return effects
+        if name == "weights":  # columns: the facts of _FACTS as linear functions of (n_sem, n_ac, eos seen)
+            return torch.tensor([[1.0, -1.0, 1.0, 0.0, 0.0, 0.0],
+                                 [-1.0, 0.0, 0.0, 0.0, -1.0, -1.0],
+                                 [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
+        if name == "offsets":  # per row: target - n_sem > 0, 0.5 - n_ac > 0, forced - n_ac > 0
+            target = self.target_frames or [2 ** 24] * rows  # no target: always more
+            forced = [len(f) for f in self.forced_acoustic] if self.forced_acoustic is not None else [0] * rows
+            return torch.tensor([[0.0, float(t), 0.0, 0.0, 0.5, float(f)] for t, f in zip(target, forced)])
+        if name == "forced":  # [rows, longest]: LM ids of each row's forced acoustic codes (read where due)
+            longest = max([len(f) for f in self.forced_acoustic] + [1])
+            forced = torch.zeros(len(self.forced_acoustic), longest, dtype=torch.long)
+            for row, codes in enumerate(self.forced_acoustic):
+                forced[row, : len(codes)] = torch.tensor(codes, dtype=torch.long) + layout.acoustic_offset
+            return forced
+        if name == "blocked":  # [64, width]: the ids a row may NOT write next, for each combination of the facts
+            columns = torch.arange(width)
+            semantic = columns < layout.acoustic_offset
+            acoustic = (columns >= layout.acoustic_offset) & (columns < layout.special_offset)
+            eos, pad = columns == layout.eos_token_id, columns == layout.pad_token_id
+            allowed = torch.zeros(len(_ALL_FACTS), width, dtype=torch.bool)
+            for code, facts in enumerate(_ALL_FACTS):
+                sem, ac, end, _ = self._rule(*facts)
+                allowed[code] = (semantic & sem) | (acoustic & ac) | (eos & end) | (pad & facts[3])
+            return ~allowed
+        if name == "forced_only":  # [64]: combinations in which only the row's forced acoustic id may follow
+            return torch.tensor([self._rule(*facts)[3] for facts in _ALL_FACTS])
+        if name == "bits":
+            return torch.tensor([1 << bit for bit in range(len(_FACTS))])
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------------------------------- row state
+    def _scan(self, ids: torch.Tensor) -> torch.Tensor:
+        """Float [B, 3] (semantic ids, acoustic ids, `<eos>` seen) of each row of `ids` [B, L], counted after the
+        row's last `<bos>`/`<sep>` (or, with neither, from its first non-`<pad>` id)."""
+        layout = self.layout
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        starts = (ids == layout.bos_token_id) | (ids == layout.sep_token_id)
+        last_start = torch.where(starts, positions, -1).max(dim=1).values
+        first_id = (ids != layout.pad_token_id).long().argmax(dim=1)
+        body = positions >= torch.where(last_start >= 0, last_start + 1, first_id)[:, None]
+        semantic = (body & (ids < layout.acoustic_offset)).sum(dim=1)
+        acoustic = (body & (ids >= layout.acoustic_offset) & (ids < layout.special_offset)).sum(dim=1)
+        finished = (body & (ids == layout.eos_token_id)).any(dim=1)
+        return torch.stack([semantic, acoustic, finished.long()], dim=1).float()
+
+    def _advance(self, state: torch.Tensor, new: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """The state after appending the ids `new` [B] (< `vocab_size`): what `_scan` of the longer ids gives
+        (the `<eos>` column may count past 1; only > 0 matters)."""
+        effects = self._table("effects", new.device, width=vocab_size)[new]
+        return torch.addcmul(effects[:, 1], state, effects[:, 0])
+
+    def _blocked(self, state: torch.Tensor, width: int) -> torch.Tensor:
+        """Bool [B, width]: True where a row may NOT write the id next (ids past the layout's: always)."""
+        code = self._mode(state)
+        blocked = self._table("blocked", state.device, width=width)[code]
+        if self.forced_acoustic is not None:  # rows whose next id is forced: only that one
+            only = self._table("forced_only", state.device)[code]
+            rows = torch.arange(state.shape[0], device=state.device)[only]
+            table = self._table("forced", state.device)
+            blocked[rows, table[rows, state[rows, 1].long()]] = False
+        return blocked
 
     def allowed(self, row: int, ids: np.ndarray) -> torch.Tensor:
-        """Boolean mask over the vocabulary of the ids row `row` may write next."""
-        layout = self.layout
-        mask = torch.zeros(layout.vocab_size, dtype=torch.bool)
-        finished, n_sem, n_ac = self._row_state(ids)
-        if finished:
-            mask[[layout.pad_token_id, layout.eos_token_id]] = True
-            return mask
-        target = None if self.target_frames is None else self.target_frames[row]
-        if self.pattern == "interleaved":
-            if n_sem > n_ac:
-                return self._acoustic.clone()
-            frames = n_sem
-            more = target is None or frames < target
-        elif self.pattern == "semantic_only":
-            frames, more = n_sem, target is None or n_sem < target
-        else:  # semantic_then_acoustic: target is known
-            if n_ac == 0 and n_sem < target:
-                return self._semantic.clone()
-            if n_ac < n_sem:
-                forced = None if self.forced_acoustic is None else self.forced_acoustic[row]
-                if forced is not None and n_ac < len(forced):
-                    mask[layout.acoustic_offset + forced[n_ac]] = True
-                    return mask
-                return self._acoustic.clone()
-            frames, more = n_sem, False
-        if more:
-            mask |= self._semantic
-        if frames >= 1 and (not more or self.allow_early_eos or target is None):
-            mask[layout.eos_token_id] = True
-        return mask
+        """Boolean mask over the layout's vocabulary of the ids row `row` of a batch may write after `ids`."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)[None]
+        rows = max(len(self.target_frames or []), len(self.forced_acoustic or []), row + 1)
+        self._check_rows(rows)
+        state = self._scan(ids).expand(rows, 3).contiguous()  # the row sits at its index in the batch
+        return ~self._blocked(state, self.layout.vocab_size)[row]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        ids = input_ids.detach().cpu().numpy()
-        masks = torch.stack([self.allowed(row, ids[row]) for row in range(ids.shape[0])]).to(scores.device)
-        return scores.masked_fill(~masks[:, : scores.shape[-1]], float("-inf"))
+        previous = self._previous
+        if (previous is not None and previous.device == input_ids.device
+                and previous.shape == (input_ids.shape[0], input_ids.shape[1] - 1)
+                and torch.equal(input_ids[:, :-1], previous)):
+            self._state = self._advance(self._state, input_ids[:, -1], scores.shape[-1])
+        else:  # the first step of a generate call (or ids that do not extend the last call's)
+            self._check_rows(input_ids.shape[0])
+            self._state = self._scan(input_ids)
+        self._previous = input_ids
+        return scores.masked_fill(self._blocked(self._state, scores.shape[-1]), float("-inf"))
+
+
+# The yes/no facts about a row that decide what it may write next (bit k of a mode code is fact k).
+_FACTS = ("frame_open", "more", "has_frame", "finished", "no_acoustic", "forced_due")
+_ALL_FACTS = [[bool(code >> bit & 1) for bit in range(len(_FACTS))] for code in range(2 ** len(_FACTS))]
 
 
 def new_tokens_needed(pattern: str, prompt_frames: int, target_frames: int) -> int:

@@ -157,3 +157,93 @@ def test_continue_command_end_to_end(tmp_path, tiny_codec):
     assert not (tmp_path / "x.wav").exists()
     assert cli_main(["continue", str(tmp_path / "missing.wav"), str(tmp_path / "y.wav"), "--lm", str(lm_dir),
                      "--codec", str(codec_dir), "--seconds", "1.5"]) == 2
+
+
+def _reference_allowed(layout, pattern, ids, target, allow_early_eos, forced):
+    """The rule of PatternLogitsProcessor for one row, written out plainly over Python lists."""
+    ids = [int(i) for i in ids]
+    starts = [i for i, token in enumerate(ids) if token in (layout.bos_token_id, layout.sep_token_id)]
+    if starts:
+        body = ids[starts[-1] + 1:]
+    else:
+        first = next((i for i, token in enumerate(ids) if token != layout.pad_token_id), 0)
+        body = ids[first:]
+    semantic_ids = set(range(layout.acoustic_offset))
+    acoustic_ids = set(range(layout.acoustic_offset, layout.special_offset))
+    if layout.eos_token_id in body:
+        return {layout.pad_token_id, layout.eos_token_id}
+    n_sem = sum(token < layout.acoustic_offset for token in body)
+    n_ac = sum(layout.acoustic_offset <= token < layout.special_offset for token in body)
+    if pattern == "semantic_then_acoustic":
+        if n_ac == 0 and n_sem < target:
+            return semantic_ids
+        if n_ac < n_sem:
+            if forced is not None and n_ac < len(forced):
+                return {layout.acoustic_offset + forced[n_ac]}
+            return acoustic_ids
+        return {layout.eos_token_id} if n_sem >= 1 else set()
+    if pattern == "interleaved" and n_sem > n_ac:
+        return acoustic_ids
+    more = target is None or n_sem < target
+    allowed = set(semantic_ids) if more else set()
+    if n_sem >= 1 and (not more or allow_early_eos or target is None):
+        allowed.add(layout.eos_token_id)
+    return allowed
+
+
+def _random_rows(rng, layout, rows, length):
+    """Left-padded rows of every kind of id, mostly well-formed (a <bos>, then pattern-like ids), some not."""
+    batch = np.full((rows, length), layout.pad_token_id, dtype=np.int64)
+    for row in range(rows):
+        pad = int(rng.integers(0, length))
+        body = []
+        if rng.random() < 0.8:
+            body.append(layout.bos_token_id)
+        while len(body) < length - pad:
+            kind = rng.random()
+            if kind < 0.4:
+                body.append(int(rng.integers(0, layout.acoustic_offset)))
+            elif kind < 0.8:
+                body.append(int(rng.integers(layout.acoustic_offset, layout.special_offset)))
+            else:
+                body.append(int(rng.choice([layout.bos_token_id, layout.eos_token_id, layout.sep_token_id,
+                                            layout.pad_token_id])))
+        batch[row, pad:] = body[: length - pad]
+    return torch.from_numpy(batch)
+
+
+@pytest.mark.parametrize("pattern,with_target,allow_early_eos", [
+    (pattern, with_target, early) for pattern in PATTERNS for with_target in (True, False) for early in (False, True)
+    if with_target or pattern != "semantic_then_acoustic"])  # semantic_then_acoustic needs target_frames
+def test_processor_mask_equals_a_plain_per_row_reference(pattern, with_target, allow_early_eos):
+    layout, rows, extra = LAYOUT, 6, 3  # the LM's vocabulary may be larger than the layout's: never allowed
+    rng = np.random.default_rng([PATTERNS.index(pattern), with_target, allow_early_eos])
+    targets = [int(t) for t in rng.integers(1, 6, rows)] if with_target else None
+    forced = ([[int(c) for c in rng.integers(0, 16, int(rng.integers(0, 4)))] for _ in range(rows)]
+              if pattern == "semantic_then_acoustic" else None)
+    processor = PatternLogitsProcessor(layout, pattern, target_frames=targets, allow_early_eos=allow_early_eos,
+                                       forced_acoustic=forced)
+
+    def check(ids):
+        out = processor(ids, torch.zeros(rows, layout.vocab_size + extra))
+        for row in range(rows):
+            expected = _reference_allowed(layout, pattern, ids[row].tolist(), targets and targets[row],
+                                          allow_early_eos, forced and forced[row])
+            assert set(torch.isfinite(out[row]).nonzero().flatten().tolist()) == expected, (row, ids[row].tolist())
+
+    for trial in range(30):  # unrelated batches (some of consecutive lengths: the processor must not mix them up)
+        check(_random_rows(rng, layout, rows, int(rng.integers(1, 14))))
+    growing = _random_rows(rng, layout, rows, 4)
+    check(growing)
+    scans = []
+    scan = processor._scan
+    processor._scan = lambda ids: scans.append(ids.shape) or scan(ids)
+    specials = [layout.bos_token_id, layout.eos_token_id, layout.sep_token_id, layout.pad_token_id]
+    for step in range(40):  # one id per call, as in generate: each call only adds the new id to the row state
+        kind = rng.random(rows)
+        new = np.where(kind < 0.45, rng.integers(0, layout.acoustic_offset, rows),
+                       np.where(kind < 0.9, rng.integers(layout.acoustic_offset, layout.special_offset, rows),
+                                rng.choice(specials, rows)))
+        growing = torch.cat([growing, torch.from_numpy(new)[:, None]], dim=1)
+        check(growing)
+    assert scans == []
