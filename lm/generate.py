@@ -1,8 +1,13 @@
 #!/usr/bin/env python
 """Continue audio with an audio LM: prompt audio -> codes -> ids -> `generate` -> codes -> codec decode -> waveform.
 
-    python lm/generate.py prompt.wav out.wav --lm runs/lm-tiny-cpu/final --codec ./semanticodec-100tps-8192 --seconds 8
+    python lm/generate.py prompt.wav out.wav --lm runs/lm-100tps/final --seconds 8   # the LM records its codec
     semanticodec-hf continue prompt.wav out.wav --lm PATH --codec PATH --seconds 8     # the same, from the CLI
+    semanticodec-hf continue prompt.wav out.wav --lm runs/lm-tiny-cpu/final --tiny --seconds 2.4 --steps 10
+
+The LM must have been trained on this codec's ids (its layout is checked) with enough positions for `--seconds`
+(at 100 tokens/s, interleaved: 100 per second plus 2). The last line is the smoke test: the tiny recipe trains
+on a synthetic corpus in the random tiny codec's layout and has 256 positions (at most ~2.4 s).
 
 No text is involved. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
 decodable by the codec (the right stream at every position, `<eos>` only after a whole frame); the output starts
@@ -12,6 +17,8 @@ with exactly the prompt's reconstruction and then the LM's continuation.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -244,6 +251,49 @@ def splice(prompt_audio: torch.Tensor, full_audio: torch.Tensor, sampling_rate: 
     return out
 
 
+class PromptError(ValueError):
+    """A problem with one prompt of a batch; `index` says which (the command line names its file)."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"prompt {index}: {message}")
+        self.index, self.message = index, message
+
+
+def check_decode_settings(config: Any, num_inference_steps: Optional[int], sampler: Optional[str]) -> None:
+    """Refuse decoder settings the codec would refuse, before minutes of LM generation are spent.
+
+    `config`: the codec's config (its default step count and training timesteps); `None` means its default."""
+    from semanticodec_hf.modeling_semanticodec_decoder import SAMPLERS, reference_ddim_timesteps
+
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}.")
+    if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or
+                                            not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+        raise ValueError(f"--steps must be a positive integer, got {num_inference_steps!r}.")
+    if (sampler or "ddim") == "ddim":  # the original DDIM crashes on some counts: say which ones work
+        steps = num_inference_steps or config.num_inference_steps
+        try:
+            reference_ddim_timesteps(steps, config.num_train_timesteps)
+        except ValueError as error:
+            raise ValueError(f"--steps {steps} cannot be decoded with the ddim sampler: {error}") from None
+
+
+def longest_fitting_seconds(pattern: str, prompt_positions: int, prompt_frames: Sequence[int], prompt_samples: int,
+                            token_rate: int, limit: int) -> Optional[float]:
+    """The largest total length (in 0.01 s steps) whose continuation of these prompts fits in `limit` positions,
+    or None when even the shortest continuation does not fit."""
+    from semanticodec_hf.feature_extraction_semanticodec import SAMPLING_RATE, reference_frame_count
+
+    centiseconds = math.floor(prompt_samples / SAMPLING_RATE * 100) + 1  # the first length beyond the prompts
+    best = None
+    while True:
+        frames = reference_frame_count(int(round(centiseconds * SAMPLING_RATE / 100)), token_rate)
+        if prompt_positions + max(new_tokens_needed(pattern, f, frames) for f in prompt_frames) > limit:
+            return best
+        best = centiseconds / 100
+        centiseconds += 1
+
+
 class AudioContinuation:
     """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts."""
 
@@ -296,33 +346,52 @@ class AudioContinuation:
         """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`."""
         from transformers import LogitsProcessorList
 
-        from semanticodec_hf.feature_extraction_semanticodec import SAMPLING_RATE, reference_frame_count
+        from semanticodec_hf.feature_extraction_semanticodec import (
+            PATCH_SAMPLES,
+            PATCH_SECONDS,
+            SAMPLING_RATE,
+            reference_frame_count,
+        )
+        from semanticodec_hf.tokenization_semanticodec import AudioItemError
 
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
         if pattern == "semantic_only":
             raise ValueError("An LM on semantic_only ids cannot make audio: the codec decoder needs acoustic ids too.")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (use a small value for near-greedy sampling), got {temperature}.")
+        check_decode_settings(tok.model.config, num_inference_steps, sampler)  # before any generation
         token_rate = tok.model.config.token_rate
         target_samples = int(round(seconds * SAMPLING_RATE))
-        prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
         # The prompt's length at 16 kHz, as the feature extractor resamples it (last axis = time).
         prompt_samples = [int(round(np.shape(p)[-1] * SAMPLING_RATE / sampling_rate)) for p in prompts]
+        for index, samples in enumerate(prompt_samples):
+            if samples < PATCH_SAMPLES:
+                raise PromptError(index, f"it lasts {samples / SAMPLING_RATE:.3f} s; the codec needs at least "
+                                         f"{PATCH_SECONDS} s ({PATCH_SAMPLES} samples at 16 kHz). Use a longer prompt.")
         short = [i for i, n in enumerate(prompt_samples) if n >= target_samples]
         if short:
             raise ValueError(
                 f"--seconds {seconds} is the total length and must exceed the prompt; prompt(s) {short} are already "
                 f"{max(prompt_samples[i] for i in short) / SAMPLING_RATE:.2f} s long."
             )
+        try:
+            prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
+        except AudioItemError as error:  # its message repeats "Audio item 0" (one item per extractor call)
+            raise PromptError(error.index, re.sub(r"^Audio item \d+:?\s*", "", error.message)) from None
         target_frames = reference_frame_count(target_samples, token_rate)
         rows = [prompt_ids(c, layout, pattern) for c in prompt_codes]
         batch = tok.pad(rows, padding_side="left")
-        needed = max(new_tokens_needed(pattern, int(c.shape[1]), target_frames) for c in prompt_codes)
+        prompt_frames = [int(c.shape[1]) for c in prompt_codes]
+        needed = max(new_tokens_needed(pattern, frames, target_frames) for frames in prompt_frames)
         limit = getattr(self.lm.config, "max_position_embeddings", None) or getattr(self.lm.config, "n_positions", None)
         if limit is not None and batch["input_ids"].shape[1] + needed > limit:
+            fits = longest_fitting_seconds(pattern, batch["input_ids"].shape[1], prompt_frames, max(prompt_samples),
+                                           token_rate, limit)
+            advice = (f"--seconds {fits:.2f} is the longest that fits with these prompts" if fits is not None else
+                      "the prompts alone leave no room for a continuation; use shorter prompts")
             raise ValueError(
-                f"{seconds} s needs {batch['input_ids'].shape[1] + needed} positions but the LM has {limit}; ask for "
-                "fewer seconds or use an LM with a longer context."
+                f"--seconds {seconds} needs {batch['input_ids'].shape[1] + needed} positions but the LM has {limit}: "
+                f"{advice} (or use an LM with a longer context)."
             )
         processor = PatternLogitsProcessor(
             layout, pattern, target_frames=[target_frames] * len(rows), allow_early_eos=allow_early_eos,
@@ -372,15 +441,36 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt audio file(s); the last argument is OUTPUT")
     parser.add_argument("--lm", required=True, help="LM folder written by lm/train.py (OUTPUT/final)")
     parser.add_argument("--codec", help="converted SemantiCodec folder or Hub id (default: the one the LM records)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a RANDOM tiny codec (64 semantic / 128 acoustic ids, 100 tokens/s: the layout of "
+                             "recipes/lm_tiny_cpu.yaml's synthetic corpus and of tokenize_dataset.py --tiny); its output "
+                             "is noise: smoke tests only")
     parser.add_argument("--seconds", type=float, required=True, help="total output length in seconds (prompt included)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
-    parser.add_argument("--steps", type=int, default=None, help="diffusion steps of the codec decoder (default 50)")
-    parser.add_argument("--sampler", default=None, help="codec decoder sampler: ddim (default) or dpmsolver++")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="diffusion steps of the codec decoder (default 50; checked before generation starts)")
+    parser.add_argument("--sampler", default=None, choices=list(_samplers()),
+                        help="codec decoder sampler: ddim (default, the original) or a faster solver such as dpmsolver++")
     parser.add_argument("--device", default="cpu")
+
+
+def _samplers() -> Sequence[str]:
+    from semanticodec_hf.modeling_semanticodec_decoder import SAMPLERS
+
+    return SAMPLERS
+
+
+def tiny_codec_tokenizer():
+    """The random tiny codec behind `--tiny` (seed 0: the one `tokenize_dataset.py --tiny` uses), loudly warned."""
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    print("WARNING: --tiny uses a small RANDOMLY INITIALISED codec. Its output is noise; use it only to check that "
+          "the pipeline runs (e.g. with an LM from recipes/lm_tiny_cpu.yaml).", file=sys.stderr)
+    return SemantiCodecAudioTokenizer.tiny(seed=0)
 
 
 def _read_prompts(paths: Sequence[str]):
@@ -412,13 +502,21 @@ def run_continue(args: argparse.Namespace) -> int:
     try:
         if not inputs:
             raise ValueError("give at least one prompt file and an OUTPUT path.")
+        if args.tiny and args.codec:
+            raise ValueError("give --codec PATH or --tiny (a random codec for smoke tests), not both.")
         prompts, rate = _read_prompts(inputs)
-        engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device)
+        tiny = tiny_codec_tokenizer() if args.tiny else None
+        if tiny is not None:
+            tiny.model.to(args.device)
+        engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny)
         result = engine.continue_audio(
             prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
             sampler=args.sampler,
         )
+    except PromptError as error:
+        print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as error:
         print(f"continue: error: {error}", file=sys.stderr)
         return 2

@@ -247,3 +247,99 @@ def test_processor_mask_equals_a_plain_per_row_reference(pattern, with_target, a
         growing = torch.cat([growing, torch.from_numpy(new)[:, None]], dim=1)
         check(growing)
     assert scans == []
+
+
+def _save_lm(lm, layout, folder):
+    lm.save_pretrained(folder)
+    SemantiCodecAudioTokenizer(layout=layout).save_pretrained(folder, save_codec=False)  # records no codec
+    return folder
+
+
+def _prompt_file(path, seconds, rate=16000):
+    sf.write(str(path), 0.1 * np.random.default_rng(2).standard_normal(int(seconds * rate)), rate)
+    return path
+
+
+def test_decode_settings_are_checked_before_any_generation(tiny_codec, monkeypatch):
+    engine = AudioContinuation(_random_lm(tiny_codec.layout), tiny_codec)
+    monkeypatch.setattr(engine.lm, "generate", lambda **kwargs: pytest.fail("generation ran before the check"))
+    prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    with pytest.raises(ValueError, match=r"--steps 3 cannot be decoded with the ddim sampler.*Nearby valid"):
+        engine.continue_audio([prompt], 16000, seconds=2.0, num_inference_steps=3)  # the original DDIM crashes on 3
+    with pytest.raises(ValueError, match="Unknown sampler 'fast'"):
+        engine.continue_audio([prompt], 16000, seconds=2.0, sampler="fast")
+    with pytest.raises(ValueError, match="positive integer"):
+        engine.continue_audio([prompt], 16000, seconds=2.0, num_inference_steps=0)
+    default = tiny_codec.model.config.num_inference_steps
+    tiny_codec.model.config.num_inference_steps = 37
+    try:  # no --steps: the codec's default count is the one checked
+        with pytest.raises(ValueError, match="--steps 37"):
+            engine.continue_audio([prompt], 16000, seconds=2.0)
+    finally:
+        tiny_codec.model.config.num_inference_steps = default
+
+
+def test_too_long_a_request_names_the_seconds_that_fit(tiny_codec):
+    import re
+
+    engine = AudioContinuation(_random_lm(tiny_codec.layout, positions=160), tiny_codec)
+    prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)  # 1 s: 57 frames, 115 ids
+    with pytest.raises(ValueError, match="longest that fits") as refused:
+        engine.continue_audio([prompt], 16000, seconds=4.0)
+    fits = float(re.search(r"--seconds (\d+\.\d\d) is the longest", str(refused.value)).group(1))
+    assert 1.0 < fits < 4.0
+    with pytest.raises(ValueError, match="longest that fits"):
+        engine.continue_audio([prompt], 16000, seconds=fits + 0.01)
+    out = engine.continue_audio([prompt], 16000, seconds=fits, num_inference_steps=5)  # the advice works
+    assert out["audio"][0].shape == (int(round(fits * 16000)),)
+    with pytest.raises(ValueError, match="prompts alone leave no room"):
+        AudioContinuation(_random_lm(tiny_codec.layout, positions=100), tiny_codec).continue_audio(
+            [prompt], 16000, seconds=2.0)
+
+
+def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_codec, capsys):
+    from semanticodec_hf.cli import main as cli_main
+
+    lm_dir = _save_lm(_random_lm(tiny_codec.layout), tiny_codec.layout, tmp_path / "lm")
+    short = _prompt_file(tmp_path / "short.wav", 0.05)
+    capsys.readouterr()
+    assert cli_main(["continue", str(short), str(tmp_path / "out.wav"), "--lm", str(lm_dir), "--tiny",
+                     "--seconds", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"continue: error: {short}: it lasts 0.050 s; the codec needs at least 0.16 s" in err
+    assert "Audio item" not in err
+    assert cli_main(["continue", str(_prompt_file(tmp_path / "p.wav", 1.0)), str(tmp_path / "out.wav"), "--lm",
+                     str(lm_dir), "--tiny", "--steps", "3", "--seconds", "1.5"]) == 2
+    assert "--steps 3 cannot be decoded" in capsys.readouterr().err
+    assert cli_main(["continue", str(tmp_path / "p.wav"), str(tmp_path / "out.wav"), "--lm", str(lm_dir), "--tiny",
+                     "--codec", str(tmp_path), "--seconds", "1.5"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp_path, tiny_codec, capsys):
+    """--tiny: the random tiny codec in the tiny recipe's layout; --allow-early-eos: stop where the LM writes <eos>."""
+    from lm.generate import reference_samples_for
+    from semanticodec_hf.cli import main as cli_main
+    from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
+
+    layout = tiny_codec.layout
+    assert (layout.semantic_vocab_size, layout.acoustic_vocab_size) == (64, 128)  # = recipes/lm_tiny_cpu.yaml
+    lm = _random_lm(layout)
+    with torch.no_grad():  # an LM that writes <eos> whenever it may: the final norm emits v, and only <eos> aligns
+        direction = torch.randn(lm.config.n_embd)
+        lm.transformer.ln_f.weight.zero_()
+        lm.transformer.ln_f.bias.copy_(direction)
+        lm.transformer.wte.weight[layout.eos_token_id] = 100 * direction / direction.dot(direction)
+    lm_dir = _save_lm(lm, layout, tmp_path / "lm")
+    prompt = _prompt_file(tmp_path / "p.wav", 1.0)
+    common = ["continue", str(prompt), "--lm", str(lm_dir), "--tiny", "--seconds", "1.5", "--steps", "5"]
+    capsys.readouterr()
+    assert cli_main(common[:2] + [str(tmp_path / "full.wav")] + common[2:]) == 0
+    assert "WARNING: --tiny uses a small RANDOMLY INITIALISED codec" in capsys.readouterr().err
+    assert sf.read(str(tmp_path / "full.wav"))[0].shape == (24000,)  # <eos> is forbidden before 1.5 s
+    assert cli_main(common[:2] + [str(tmp_path / "early.wav")] + common[2:] + ["--allow-early-eos"]) == 0
+    early, rate = sf.read(str(tmp_path / "early.wav"))
+    # the LM stopped right after the prompt's frames: the output is the prompt's frames, not 1.5 s
+    frames = reference_frame_count(16000, 100)
+    assert rate == 16000 and early.shape == (min(24000, reference_samples_for(frames, 100)),) and early.shape[0] < 24000
