@@ -12,9 +12,15 @@ vocoder are frozen; the conditioning is replaced by the unconditional one with p
 Every step is a pure function of (seed, step): segment choice, crops, timesteps, noise and conditioning dropout
 come from generators seeded with both, so running the same command after a kill resumes from the newest
 checkpoint and ends with the same weights as an uninterrupted run. Validation (every `eval_every` steps) reports
-the diffusion loss at fixed noise and the log-mel L1 of real reconstructions (DDIM, `val_steps` steps), and
-logs target / reconstructed mel images to tensorboard. Outputs: `OUTPUT/final` (live weights, what inference
-uses, like the original) and `OUTPUT/final_ema` (the UNet's EMA weights), both `from_pretrained` folders.
+the diffusion loss at fixed noise and fixed timesteps, and on real reconstructions (DDIM, `val_steps` steps) the
+log-mel L1 plus `semanticodec_hf.metrics`' mel distance, multi-resolution STFT distance and SI-SDR, and logs
+target / reconstructed mel images to tensorboard. Outputs: `OUTPUT/final` (live weights, what inference uses,
+like the original) and `OUTPUT/final_ema` (the UNet's EMA weights), both `from_pretrained` folders.
+
+`model.init` is required: a converted codec folder (fine-tuned; with `model.from_scratch: true` the parts the
+paper trains are re-initialised and only the frozen parts are kept), or `tiny` for a random tiny codec.
+Clips shorter than one AudioMAE patch (0.16 s) are zero-padded like every segment; empty files are skipped with
+a warning naming them.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -33,18 +40,23 @@ import numpy as np
 import torch
 
 SEGMENT_SAMPLES = 163840  # 10.24 s at 16 kHz: one encoder window, 1024 mel frames
+MIN_CLIP_SAMPLES = 2561  # just over one AudioMAE patch (0.16 s, 2560 samples) at 16 kHz: what the front end accepts
+# Validation scores every clip at these DDPM timesteps (centres of the schedule's quarters) with fixed noise, so
+# the diffusion loss does not hinge on one random timestep per clip.
+VALIDATION_TIMESTEPS = (125, 375, 625, 875)
 
 
 @dataclass
 class CodecModelSection:
-    init: str = "tiny"  # "tiny" (random, tests/demos) or a converted codec folder to fine-tune
-    token_rate: int = 100  # tiny only
-    semantic_vocab_size: int = 64  # tiny only
+    init: Optional[str] = None  # required: a converted codec folder, or "tiny" (random, tests/demos)
+    from_scratch: bool = False  # converted init only: re-initialise the trained parts, keep the frozen ones
+    token_rate: Optional[int] = None  # tiny only (default 100)
+    semantic_vocab_size: Optional[int] = None  # tiny only (default 64)
 
 
 @dataclass
 class CodecDataSection:
-    audio_dir: str = "clips"
+    audio_dir: Optional[str] = None  # required
     extensions: List[str] = field(default_factory=lambda: ["wav", "flac", "ogg"])
     val_clips: int = 2
 
@@ -100,30 +112,85 @@ def load_recipe(path: str, overrides: List[str]) -> CodecRecipe:
             raise ValueError(f"Unknown key(s) {sorted(set(values) - known)} in section {name!r}; known: {sorted(known)}.")
         built[name] = cls(**values)
     recipe = CodecRecipe(**built)
+    check_model_section(recipe.model, path)
+    if not recipe.data.audio_dir:
+        raise ValueError(f"{path}: data.audio_dir is missing; set it to the folder of training audio "
+                         "(or pass --set data.audio_dir=DIR).")
     for name in ("max_steps", "batch_size", "eval_every", "save_every", "log_every", "keep_checkpoints", "val_steps"):
         if getattr(recipe.train, name) < 1:
             raise ValueError(f"train.{name} must be >= 1, got {getattr(recipe.train, name)}.")
     return recipe
 
 
+def check_model_section(model: CodecModelSection, path: str = "the recipe") -> None:
+    """Refuse a model section that would silently train something else than meant (e.g. a forgotten init)."""
+    if not model.init:
+        raise ValueError(
+            f"{path}: model.init is missing. Set it to a converted codec folder (`semanticodec-hf convert "
+            "--token-rate R --semantic-vocab-size V --output DIR`) to fine-tune it (add model.from_scratch: true to "
+            "retrain its trained parts from scratch), or to 'tiny' for the RANDOM tiny codec of tests and demos.")
+    if model.init == "tiny":
+        if model.from_scratch:
+            raise ValueError(f"{path}: model.from_scratch applies to a converted codec in model.init; the tiny "
+                             "codec is random already (remove from_scratch or point init at a converted folder).")
+        return
+    given = [name for name in ("token_rate", "semantic_vocab_size") if getattr(model, name) is not None]
+    if given:
+        raise ValueError(f"{path}: model.{given[0]} only configures init: tiny; a converted codec ({model.init}) "
+                         "brings its own token rate and vocabulary in its config.json. Remove "
+                         + " and ".join(f"model.{name}" for name in given) + ".")
+
+
 # ---------------------------------------------------------------------------------------------- data
+@dataclass
+class Segment:
+    """One 10.24 s training segment: encoder fbank window, VAE-domain mel, the samples, and how many are audio."""
+
+    window: torch.Tensor  # [1024, 128]
+    mel: torch.Tensor  # [1024, 64]
+    samples: torch.Tensor  # [SEGMENT_SAMPLES], zero-padded
+    valid: int  # samples of the clip in it (the rest is padding)
+
+
 class SegmentSource:
-    """Clips held at 16 kHz mono; `segment(clip, rng)` crops 10.24 s at random (zero-padded when shorter) and
-    returns the encoder's fbank window and the VAE-domain mel of exactly the same samples."""
+    """Clips held at 16 kHz mono; `segment(clip, offset)` crops 10.24 s (zero-padded when shorter) and returns the
+    encoder's fbank window and the VAE-domain mel of exactly the same samples.
+
+    Every segment is zero-padded to 10.24 s anyway, so a clip shorter than one AudioMAE patch (0.16 s, the front
+    end's minimum) is padded at load time instead of aborting the run (`padded` names them); an empty file has
+    nothing to learn from and is skipped (`skipped`). `paths` lists the clips kept, in order.
+    """
 
     def __init__(self, paths: List[str], feature_extractor):
         from semanticodec_hf.datasets_utils import load_audio
 
         self.feature_extractor = feature_extractor
-        self.clips = []
+        self.clips: List[torch.Tensor] = []
+        self.lengths: List[int] = []  # 16 kHz samples of each clip before any padding
+        self.paths: List[str] = []
+        self.padded: List[str] = []
+        self.skipped: List[str] = []
         for row, path in enumerate(paths):
             audio, rate = load_audio(path, row=row)
-            self.clips.append(feature_extractor.to_mono_16k(audio, rate))
+            if audio.shape[-1] == 0:
+                self.skipped.append(path)
+                continue
+            minimum, length = math.ceil(MIN_CLIP_SAMPLES * rate / 16000), audio.shape[-1]
+            if audio.shape[-1] < minimum:
+                width = [(0, 0)] * (audio.ndim - 1) + [(0, minimum - audio.shape[-1])]
+                audio = np.pad(audio, width)
+                self.padded.append(path)
+            try:
+                self.clips.append(feature_extractor.to_mono_16k(audio, rate))
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
+            self.lengths.append(min(self.clips[-1].shape[0], round(length * 16000 / rate)))
+            self.paths.append(path)
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def segment(self, clip: int, offset_fraction: float):
+    def segment(self, clip: int, offset_fraction: float) -> Segment:
         from semanticodec_hf.vae_mel import vae_log_mel
 
         wave = self.clips[clip]
@@ -133,11 +200,30 @@ class SegmentSource:
         segment[: piece.shape[0]] = piece
         window = self.feature_extractor(segment, sampling_rate=16000)["input_features"][0, :1024]
         mel = vae_log_mel(segment)[:1024]
-        return window, mel
+        return Segment(window, mel, segment, max(0, min(piece.shape[0], self.lengths[clip] - start)))
+
+    def segments(self, clips: List[int], offsets: List[float]) -> List[Segment]:
+        return [self.segment(c, o) for c, o in zip(clips, offsets)]
 
     def batch(self, clips: List[int], offsets: List[float]):
-        pairs = [self.segment(c, o) for c, o in zip(clips, offsets)]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        """`(windows [B, 1024, 128], mels [B, 1024, 64])` of the given crops."""
+        parts = self.segments(clips, offsets)
+        return torch.stack([p.window for p in parts]), torch.stack([p.mel for p in parts])
+
+
+def report_clip_problems(source: SegmentSource, print_fn=print) -> None:
+    """Name the clips the source padded or skipped (first ten of each, with the count)."""
+    for paths, what in ((source.skipped, "skipped (empty, nothing to learn from)"),
+                        (source.padded, f"zero-padded (shorter than {MIN_CLIP_SAMPLES / 16000:.2f} s)")):
+        if paths:
+            shown = ", ".join(paths[:10]) + (f", ... ({len(paths) - 10} more)" if len(paths) > 10 else "")
+            print_fn(f"warning: {len(paths)} audio file(s) {what}: {shown}", file=sys.stderr)
+
+
+def split_clips(num_clips: int, val_clips: int, seed: int):
+    """`(validation clip indices, training clip indices)`: a seeded permutation, the first `val_clips` validate."""
+    order = np.random.default_rng(seed).permutation(num_clips).tolist()
+    return order[:val_clips], order[val_clips:]
 
 
 def step_plan(step: int, seed: int, batch_size: int, num_clips: int):
@@ -151,21 +237,31 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------- codec
-def build_codec(section: CodecModelSection, output: Path):
+def build_codec(section: CodecModelSection, seed: int = 0):
+    """The codec to train and its feature extractor, as `model` asks (see `check_model_section`)."""
     from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
+    from semanticodec_hf.codec_training import reinitialize_trained_parts
 
+    check_model_section(section)
     if section.init == "tiny":
         print("*** model.init=tiny: a RANDOM tiny codec (frozen parts random too); for tests and demos only.",
               file=sys.stderr)
         from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
-        tokenizer = SemantiCodecAudioTokenizer.tiny(seed=0, token_rate=section.token_rate,
-                                                    semantic_vocab_size=section.semantic_vocab_size)
+        tokenizer = SemantiCodecAudioTokenizer.tiny(
+            seed=0, token_rate=section.token_rate or 100, semantic_vocab_size=section.semantic_vocab_size or 64)
         return tokenizer.model, tokenizer.feature_extractor
     if not (Path(section.init) / "config.json").is_file():
-        raise FileNotFoundError(f"model.init={section.init!r} is neither 'tiny' nor a converted codec folder.")
+        raise FileNotFoundError(f"model.init={section.init!r} is neither 'tiny' nor a converted codec folder "
+                                "(no config.json there); convert one with `semanticodec-hf convert`.")
     SemantiCodecConfig.from_pretrained(section.init)
-    return SemantiCodecModel.from_pretrained(section.init), SemantiCodecFeatureExtractor.from_pretrained(section.init)
+    codec = SemantiCodecModel.from_pretrained(section.init)
+    if section.from_scratch:
+        names = reinitialize_trained_parts(codec, seed)
+        print(f"model.from_scratch: re-initialised {len(names)} tensors (acoustic LSTM, output projection, acoustic "
+              f"codebook, UNet); AudioMAE, semantic codebook, VAE and vocoder kept from {section.init}",
+              file=sys.stderr)
+    return codec, SemantiCodecFeatureExtractor.from_pretrained(section.init)
 
 
 def mel_image(mel: torch.Tensor) -> np.ndarray:
@@ -175,20 +271,53 @@ def mel_image(mel: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def validation_diffusion_loss(module, windows: torch.Tensor, mels: torch.Tensor, seed: int) -> float:
+    """Mean diffusion loss of a batch over `VALIDATION_TIMESTEPS`, each with the same seeded noise (eval mode:
+    no conditioning dropout, no codebook update)."""
+    device = windows.device
+    losses = []
+    for timestep in VALIDATION_TIMESTEPS:
+        timesteps = torch.full((windows.shape[0],), timestep, dtype=torch.long, device=device)
+        losses.append(float(module(windows, mels, torch.Generator().manual_seed(seed + 12345), timesteps).diffusion))
+    return float(np.mean(losses))
+
+
+def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[str, float]:
+    """`semanticodec_hf.metrics` on each validation clip's own samples (padding excluded), averaged; a clip a
+    metric cannot score (e.g. SI-SDR of a silent reference, NaN output of a diverged model) counts as NaN."""
+    from semanticodec_hf.metrics import mel_distance, multi_resolution_stft_distance, si_sdr
+
+    metrics = {"val/mel_distance": mel_distance, "val/stft_distance": multi_resolution_stft_distance,
+               "val/si_sdr": si_sdr}
+    values: Dict[str, List[float]] = {name: [] for name in metrics}
+    for segment, estimate in zip(segments, audio):
+        reference, estimate = segment.samples[: segment.valid].double(), estimate[: segment.valid].double()
+        for name, metric in metrics.items():
+            try:
+                values[name].append(metric(reference, estimate, 16000))
+            except ValueError:
+                values[name].append(float("nan"))
+    return {name: float(np.mean(scores)) for name, scores in values.items()}
+
+
+@torch.no_grad()
 def validate(accelerator, trainer, source: SegmentSource, val_clips: List[int], cfg: CodecTrainSection, step: int):
-    """Diffusion loss at fixed noise and reconstruction log-mel L1 on the validation clips (main process)."""
+    """Diffusion loss at fixed noise and timesteps, and reconstruction quality (log-mel L1, mel distance,
+    multi-resolution STFT distance, SI-SDR) on the validation clips (main process); mel images to tensorboard."""
     from semanticodec_hf.vae_mel import vae_log_mel
 
     module = accelerator.unwrap_model(trainer)
     codec = module.codec
     was_training = module.training
     module.eval()
-    windows, mels = source.batch(val_clips, [0.0] * len(val_clips))
-    losses = module(windows.to(accelerator.device), mels.to(accelerator.device),
-                    torch.Generator().manual_seed(cfg.seed + 12345))
+    segments = source.segments(val_clips, [0.0] * len(val_clips))
+    windows, mels = torch.stack([s.window for s in segments]), torch.stack([s.mel for s in segments])
+    diffusion = validation_diffusion_loss(module, windows.to(accelerator.device), mels.to(accelerator.device),
+                                          cfg.seed)
     codes = codec.encode(windows.to(accelerator.device)).audio_codes
     audio = codec.decode(codes, num_inference_steps=cfg.val_steps, seed=cfg.seed).audio_values[:, 0]
-    reconstruction = vae_log_mel(audio[:, :SEGMENT_SAMPLES].cpu())[:, :1024]
+    audio = audio[:, :SEGMENT_SAMPLES].float().cpu()
+    reconstruction = vae_log_mel(audio)[:, :1024]
     mel_l1 = float((reconstruction - mels).abs().mean())
     module.train(was_training)
     images = {f"val/mel_clip{i}": np.concatenate([mel_image(mels[i]), mel_image(reconstruction[i])], axis=0)
@@ -199,7 +328,7 @@ def validate(accelerator, trainer, source: SegmentSource, val_clips: List[int], 
             tracker.log_images(images, step=step, dataformats="HW")
     except (ValueError, KeyError, AttributeError):  # no tensorboard tracker in this run
         pass
-    return {"val/diffusion_loss": float(losses.diffusion), "val/mel_l1": mel_l1}
+    return {"val/diffusion_loss": diffusion, "val/mel_l1": mel_l1, **reconstruction_scores(segments, audio)}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -220,11 +349,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 
 def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
-    from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
     from transformers import get_constant_schedule_with_warmup
 
-    from semanticodec_hf.codec_training import SemantiCodecTrainingModule, trainable_parameters
+    from semanticodec_hf.codec_training import PlacedEMAModel, SemantiCodecTrainingModule, trainable_parameters
     from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run
 
     cfg, output = recipe.train, Path(recipe.train.output_dir)
@@ -238,22 +366,25 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
     wanted = {"." + e.lower().lstrip(".") for e in recipe.data.extensions}
     paths = sorted(str(p) for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in wanted) \
         if audio_dir.is_dir() else []
-    if len(paths) <= recipe.data.val_clips:
-        raise ValueError(f"data.audio_dir={audio_dir} has {len(paths)} audio files; need more than "
-                         f"data.val_clips={recipe.data.val_clips}.")
     torch.manual_seed(cfg.seed)
-    codec, feature_extractor = build_codec(recipe.model, output)
+    codec, feature_extractor = build_codec(recipe.model, cfg.seed)
     source = SegmentSource(paths, feature_extractor)
-    order = np.random.default_rng(cfg.seed).permutation(len(source)).tolist()
-    val_clips, train_clips = order[: recipe.data.val_clips], order[recipe.data.val_clips:]
+    if accelerator.is_main_process:
+        report_clip_problems(source)
+    if len(source) <= recipe.data.val_clips:
+        raise ValueError(f"data.audio_dir={audio_dir} has {len(source)} usable audio files ({len(paths)} found with "
+                         f"extensions {sorted(wanted)}); need more than data.val_clips={recipe.data.val_clips}.")
+    val_clips, train_clips = split_clips(len(source), recipe.data.val_clips, cfg.seed)
 
     trainer = SemantiCodecTrainingModule(codec, cfg.commitment_weight, cfg.vq_decay, cfg.uncond_probability)
     trainer.train()
     parameters = [p for p in trainer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=cfg.warmup_steps)
-    ema = EMAModel(codec.decoder.unet.parameters(), decay=cfg.ema_decay)
     trainer, optimizer = accelerator.prepare(trainer, optimizer)
+    # Built after `prepare` from the placed UNet, and kept on its device on resume too (see PlacedEMAModel).
+    ema = PlacedEMAModel(accelerator.unwrap_model(trainer).codec.decoder.unet.parameters(), accelerator.device,
+                         decay=cfg.ema_decay)
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(ema)
 

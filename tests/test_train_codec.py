@@ -77,29 +77,102 @@ def corpus(tmp_path_factory):
     return folder
 
 
-def _recipe(tmp_path, corpus):
-    recipe = yaml.safe_load((REPO / "recipes" / "codec_tiny_cpu.yaml").read_text())
-    recipe["data"]["audio_dir"] = str(corpus)
-    recipe["train"].update(max_steps=8, eval_every=4, save_every=4, log_every=1, learning_rate=2e-3, log_with=[])
-    path = tmp_path / "codec.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def test_codec_training_loss_falls_and_resume_is_exact(tmp_path, corpus):
+def _train_codec():
     sys.path.insert(0, str(REPO / "recipes"))
     try:
         import train_codec
     finally:
         sys.path.remove(str(REPO / "recipes"))
-    config = _recipe(tmp_path, corpus)
+    return train_codec
+
+
+def _recipe(tmp_path, corpus, **train):
+    recipe = yaml.safe_load((REPO / "recipes" / "codec_tiny_cpu.yaml").read_text())
+    recipe["data"]["audio_dir"] = str(corpus)
+    recipe["train"].update(max_steps=8, eval_every=4, save_every=4, log_every=1, learning_rate=2e-3, log_with=[])
+    recipe["train"].update(train)
+    path = tmp_path / "codec.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def steady_corpus(tmp_path_factory):
+    """Four 4 s takes of the same two-tone sound (other phases and noise): the held-out clip is like the others."""
+    folder = tmp_path_factory.mktemp("steady_corpus")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 4) / 16000
+    for i in range(4):
+        wave = 0.3 * np.sin(2 * np.pi * 300 * t + i) + 0.2 * np.sin(2 * np.pi * 700 * t) \
+            + 0.05 * rng.standard_normal(t.size)
+        sf.write(str(folder / f"take{i}.wav"), wave.astype(np.float32), 16000)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def learnable_codec(tmp_path_factory, steady_corpus):
+    """The tiny codec as a converted folder, with the two properties of a trained first stage that make latents
+    learnable: a nearly deterministic VAE posterior (logvar -30 through `quant_conv`: std 3e-7, where the random
+    tiny VAE's posterior noise of std ~1 swamps its means of std ~0.02) and `scale_factor` = 1 / std of the
+    corpus' latents (the original's `scale_by_std`), so latents have unit variance as in the real codec."""
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    tokenizer = SemantiCodecAudioTokenizer.tiny(seed=0)
+    codec, channels = tokenizer.model, tokenizer.model.config.latent_channels
+    source = _train_codec().SegmentSource(sorted(str(p) for p in steady_corpus.glob("*.wav")),
+                                          tokenizer.feature_extractor)
+    _, mels = source.batch(list(range(len(source))), [0.0] * len(source))
+    with torch.no_grad():
+        codec.decoder.vae.quant_conv.weight[channels:] = 0.0
+        codec.decoder.vae.quant_conv.bias[channels:] = -30.0
+        posterior = codec.decoder.vae.encode(mels.unsqueeze(1)).latent_dist
+        assert float(posterior.std.max()) < 1e-6
+        scale = 1.0 / float(posterior.mean.flatten().std())
+    codec.decoder.scale_factor.fill_(scale)
+    codec.config.scale_factor = scale
+    folder = tmp_path_factory.mktemp("learnable_codec")
+    codec.save_pretrained(folder)
+    tokenizer.feature_extractor.save_pretrained(folder)
+    return folder
+
+
+def _validation_loss(train_codec, codec_folder, corpus, seed, zero_predictor=False):
+    """The recipe's validation diffusion loss recomputed from a saved codec on the recipe's validation clip; with
+    `zero_predictor` the UNet's output is replaced by zeros (same clip, latents, noise and timesteps)."""
+    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
+    from semanticodec_hf.codec_training import SemantiCodecTrainingModule
+
+    codec = SemantiCodecModel.from_pretrained(codec_folder)
+    if zero_predictor:
+        codec.decoder.predict_v = lambda latents, *args, **kwargs: torch.zeros_like(latents)
+    source = train_codec.SegmentSource(sorted(str(p) for p in corpus.glob("*.wav")),
+                                       SemantiCodecFeatureExtractor.from_pretrained(codec_folder))
+    val_clips, _ = train_codec.split_clips(len(source), 1, seed)
+    windows, mels = source.batch(val_clips, [0.0])
+    module = SemantiCodecTrainingModule(codec).eval()
+    return train_codec.validation_diffusion_loss(module, windows, mels, seed)
+
+
+def test_codec_training_learns_and_resume_is_exact(tmp_path, steady_corpus, learnable_codec):
+    train_codec = _train_codec()
+    config = _recipe(tmp_path, steady_corpus, max_steps=10, eval_every=10, save_every=5)
+    recipe = yaml.safe_load(config.read_text())
+    recipe["model"] = {"init": str(learnable_codec)}
+    config.write_text(yaml.safe_dump(recipe))
     summary = train_codec.main(["--config", str(config), "--output-dir", str(tmp_path / "straight")])
-    assert summary["steps"] == 8
+    assert summary["steps"] == 10
     metrics = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     validation = {m["step"]: m["val/diffusion_loss"] for m in metrics if "val/diffusion_loss" in m}
-    assert sorted(validation) == [0, 4, 8]
-    assert validation[8] < validation[0] - 0.02, validation  # same clip, same noise: the model learnt
-    # a process killed after step 6 (newest checkpoint: step 4) and the same command run again
+    assert sorted(validation) == [0, 10]
+    # Learning, not noise: below what predicting v = 0 scores on the same clip, latents, noise and timesteps
+    # (~1 here; with unit-variance latents no guess proportional to x_t does better: E[v x_t] = a s (1 - var) = 0).
+    baseline = _validation_loss(train_codec, learnable_codec, steady_corpus, seed=0, zero_predictor=True)
+    # (the recomputation matches what the run logged: the baseline is on the same inputs)
+    assert validation[10] == pytest.approx(
+        _validation_loss(train_codec, tmp_path / "straight" / "final", steady_corpus, 0), rel=1e-5)
+    assert validation[0] > 0.95 * baseline  # the random UNet knows nothing
+    assert validation[10] < 0.8 * baseline, (validation, baseline)  # measured 0.63-0.66 x over seeds 0-3
+    # a process killed after step 6 (newest checkpoint: step 5) and the same command run again
     crashed = subprocess.run(
         [sys.executable, str(REPO / "recipes" / "train_codec.py"), "--config", str(config), "--output-dir",
          str(tmp_path / "killed"), "--crash-after-step", "6"],
@@ -107,13 +180,16 @@ def test_codec_training_loss_falls_and_resume_is_exact(tmp_path, corpus):
     )
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     resumed = train_codec.main(["--config", str(config), "--output-dir", str(tmp_path / "killed")])
-    assert resumed["resumed_from"] == 4
+    assert resumed["resumed_from"] == 5
     for folder in ("final", "final_ema"):
         straight = load_file(str(tmp_path / "straight" / folder / "model.safetensors"))
         again = load_file(str(tmp_path / "killed" / folder / "model.safetensors"))
         assert straight.keys() == again.keys()
         different = [name for name in straight if not torch.equal(straight[name], again[name])]
         assert not different, different[:5]
+    ema = load_file(str(tmp_path / "straight" / "final_ema" / "model.safetensors"))
+    live = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
+    assert any(not torch.equal(ema[n], live[n]) for n in live if n.startswith("decoder.unet."))  # a real EMA
     # the trained codec loads and runs as any converted one
     from semanticodec_hf import SemantiCodecModel
 
@@ -126,11 +202,7 @@ def test_validation_logs_mel_images_to_tensorboard(tmp_path, corpus):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import train_codec
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
+    train_codec = _train_codec()
     config = _recipe(tmp_path, corpus)
     train_codec.main(["--config", str(config), "--output-dir", str(tmp_path / "tb"), "--set", "train.max_steps=1",
                       "train.log_with=[tensorboard]"])
@@ -140,3 +212,135 @@ def test_validation_logs_mel_images_to_tensorboard(tmp_path, corpus):
         accumulator.Reload()
         tags |= set(accumulator.Tags()["images"]) | set(accumulator.Tags()["scalars"])
     assert {"val/mel_clip0", "val/mel_l1", "val/diffusion_loss", "train/loss"} <= tags
+    # the metrics module's scores of the validation reconstructions, in tensorboard and metrics.jsonl
+    scores = {"val/mel_distance", "val/stft_distance", "val/si_sdr"}
+    assert scores <= tags
+    logged = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    for row in (r for r in logged if "val/mel_l1" in r):
+        assert scores <= set(row) and all(math.isfinite(row[name]) for name in scores)
+        assert row["val/mel_distance"] > 0 and row["val/stft_distance"] > 0  # a random codec is no copy
+
+
+def test_unet_ema_stays_on_the_training_device_also_after_a_resume():
+    """The GPU crash, reproduced on the meta device: diffusers' EMAModel keeps its copies where the parameters
+    were built (CPU), and accelerate's load_state restores them on the CPU; PlacedEMAModel keeps them placed."""
+    from diffusers.training_utils import EMAModel
+
+    from semanticodec_hf.codec_training import PlacedEMAModel
+
+    built_on_cpu = torch.nn.Linear(3, 2)
+    elsewhere = torch.nn.Linear(3, 2).to("meta")  # stands in for the prepared model on a GPU
+    with pytest.raises(RuntimeError, match="device"):
+        EMAModel(built_on_cpu.parameters(), decay=0.5).step(elsewhere.parameters())  # the bug, without the fix
+    ema = PlacedEMAModel(built_on_cpu.parameters(), "meta", decay=0.5)
+    assert {p.device.type for p in ema.shadow_params} == {"meta"}
+    ema.step(elsewhere.parameters())
+    saved = PlacedEMAModel(torch.nn.Linear(3, 2).parameters(), "cpu", decay=0.5)
+    saved.step(torch.nn.Linear(3, 2).parameters())
+    ema.load_state_dict(saved.state_dict())  # what accelerate's load_state passes: CPU tensors
+    assert {p.device.type for p in ema.shadow_params} == {"meta"} and ema.optimization_step == 1
+    ema.step(elsewhere.parameters())
+    # on one device the state round-trips exactly (what exact resume relies on)
+    again = PlacedEMAModel(torch.nn.Linear(3, 2).parameters(), "cpu", decay=0.5)
+    again.load_state_dict(saved.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(again.shadow_params, saved.shadow_params))
+
+
+def _write_recipe(tmp_path, model=None, data=None):
+    recipe = {"model": model if model is not None else {"init": "tiny"},
+              "data": data if data is not None else {"audio_dir": str(tmp_path)}, "train": {"max_steps": 1}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_forgotten_or_misplaced_model_settings_are_refused(tmp_path):
+    load_recipe = _train_codec().load_recipe
+    with pytest.raises(ValueError, match="model.init is missing.*'tiny'"):
+        load_recipe(_write_recipe(tmp_path, model={}), [])
+    with pytest.raises(ValueError, match="model.init is missing"):
+        load_recipe(_write_recipe(tmp_path, model={"token_rate": 50}), [])
+    with pytest.raises(ValueError, match="data.audio_dir is missing"):
+        load_recipe(_write_recipe(tmp_path, data={}), [])
+    with pytest.raises(ValueError, match="from_scratch applies to a converted codec"):
+        load_recipe(_write_recipe(tmp_path, model={"init": "tiny", "from_scratch": True}), [])
+    with pytest.raises(ValueError, match="model.token_rate only configures init: tiny"):
+        load_recipe(_write_recipe(tmp_path, model={"init": str(tmp_path), "token_rate": 50}), [])
+    recipe = load_recipe(_write_recipe(tmp_path, model={"init": "tiny", "token_rate": 50}), [])
+    assert recipe.model.init == "tiny" and recipe.model.token_rate == 50
+    # the shipped configs say what they train
+    for name in ("codec_tiny_cpu.yaml", "codec_full.yaml"):
+        assert load_recipe(str(REPO / "recipes" / name), []).model.init
+
+
+def test_from_scratch_reinitialises_exactly_the_trained_parts(tmp_path):
+    """model.from_scratch: fresh LSTM, output projection, acoustic codebook and UNet; AudioMAE, semantic codebook,
+    VAE and vocoder exactly as loaded."""
+    from semanticodec_hf import SemantiCodecModel
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    SemantiCodecAudioTokenizer.tiny(seed=0).save_pretrained(tmp_path / "converted")
+    train_codec = _train_codec()
+    section = train_codec.CodecModelSection(init=str(tmp_path / "converted"), from_scratch=True)
+    rng_before = torch.random.get_rng_state()
+    codec, _ = train_codec.build_codec(section, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # seeded on its own generator state
+    loaded = SemantiCodecModel.from_pretrained(tmp_path / "converted").state_dict()
+    rebuilt = codec.state_dict()
+    assert rebuilt.keys() == loaded.keys()
+    trained = ("encoder.lstm.", "encoder.output_linear.", "encoder.acoustic_quantizer.codebook", "decoder.unet.")
+    changed = {name for name in loaded if not torch.equal(loaded[name], rebuilt[name])}
+    frozen = [name for name in loaded if not name.startswith(trained)]
+    assert frozen and not changed & set(frozen)  # every frozen tensor as loaded
+    weights = [name for name in loaded if name.startswith(trained) and loaded[name].ndim >= 2]
+    assert {"encoder.acoustic_quantizer.codebook", "decoder.unet.conv_out.weight"} <= set(weights)
+    assert set(weights) <= changed  # every trained weight matrix / kernel / codebook re-initialised
+    assert any(name.startswith("encoder.audiomae.") for name in frozen)
+    assert any(name.startswith("decoder.vae.") for name in frozen) and any(n.startswith("decoder.vocoder.") for n in frozen)
+    # the initialisations of the original: torch's LSTM default U(-1/sqrt(H), 1/sqrt(H)), a kaiming-uniform
+    # codebook over its [1, V, D] layout, zero output convolutions in the UNet (LDM's zero_module)
+    hidden = codec.encoder.lstm.hidden_size
+    lstm = rebuilt["encoder.lstm.weight_ih_l0"]
+    assert float(lstm.abs().max()) <= 1 / math.sqrt(hidden) and float(lstm.abs().max()) > 0.9 / math.sqrt(hidden)
+    codebook = rebuilt["encoder.acoustic_quantizer.codebook"]
+    bound = math.sqrt(6.0 / codebook.numel())  # gain sqrt(2) * sqrt(3 / fan_in), fan_in = V * D
+    assert 0.9 * bound < float(codebook.abs().max()) <= bound
+    assert not rebuilt["decoder.unet.conv_out.weight"].any()
+    assert not rebuilt["decoder.unet.down_blocks.0.resnets.0.conv2.weight"].any()
+    # the same seed gives the same start
+    again, _ = train_codec.build_codec(section, seed=0)
+    assert all(torch.equal(value, again.state_dict()[name]) for name, value in rebuilt.items())
+
+
+def test_short_and_empty_clips_do_not_abort_a_run(tmp_path, capsys):
+    """A clip under one AudioMAE patch (0.16 s) is zero-padded like every segment; an empty file is skipped; both
+    are named in a warning."""
+    from semanticodec_hf import SemantiCodecFeatureExtractor
+    from semanticodec_hf.vae_mel import vae_log_mel
+
+    rng = np.random.default_rng(0)
+    short = (0.1 * rng.standard_normal(800)).astype(np.float32)  # 0.05 s
+    sf.write(str(tmp_path / "short.wav"), short, 16000)
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, dtype=np.float32), 16000)
+    sf.write(str(tmp_path / "long.wav"), (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    train_codec = _train_codec()
+    extractor = SemantiCodecFeatureExtractor()
+    paths = [str(tmp_path / f"{name}.wav") for name in ("empty", "long", "short")]
+    source = train_codec.SegmentSource(paths, extractor)
+    assert len(source) == 2 and source.paths == paths[1:]
+    assert source.skipped == paths[:1] and source.padded == paths[2:]
+    train_codec.report_clip_problems(source)
+    printed = capsys.readouterr().err
+    assert f"1 audio file(s) skipped (empty, nothing to learn from): {paths[0]}" in printed
+    assert f"1 audio file(s) zero-padded (shorter than 0.16 s): {paths[2]}" in printed
+    segment = source.segment(1, 0.5)
+    expected = torch.zeros(train_codec.SEGMENT_SAMPLES)
+    expected[:800] = torch.from_numpy(sf.read(str(tmp_path / "short.wav"), dtype="float32")[0])  # as stored
+    torch.testing.assert_close(segment.samples, expected)
+    assert segment.valid == 800  # the clip's own samples, not the padding
+    torch.testing.assert_close(segment.window, extractor(expected, sampling_rate=16000)["input_features"][0, :1024])
+    torch.testing.assert_close(segment.mel, vae_log_mel(expected)[:1024])
+    # unreadable audio still stops the run, naming the file
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    with pytest.raises(ValueError, match="broken.wav"):
+        train_codec.SegmentSource([str(tmp_path / "broken.wav")], extractor)

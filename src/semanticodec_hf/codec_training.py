@@ -10,14 +10,74 @@ and the UNet (v-prediction on VAE latents of the 64-bin log-mel) learn together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Iterable, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
 
 from .conditioning import append_positional_encoding, unconditional_conditioning
 from .modeling_semanticodec_encoder import frames_kept, mark_out_padding, padding_cut
+
+# What the paper trains: parameters under these prefixes (everything else is frozen), plus the acoustic codebook,
+# a buffer that follows EMA updates instead of gradients.
+TRAINED_PARAMETER_PREFIXES = ("encoder.lstm.", "encoder.output_linear.", "decoder.unet.")
+TRAINED_BUFFERS = ("encoder.acoustic_quantizer.codebook",)
+
+
+def is_trained(name: str) -> bool:
+    """Whether a codec state-dict entry is learnt by the codec recipe (True) or frozen pretrained (False)."""
+    return name.startswith(TRAINED_PARAMETER_PREFIXES) or name in TRAINED_BUFFERS
+
+
+class PlacedEMAModel(EMAModel):
+    """diffusers' `EMAModel` whose shadow weights stay on one device, also after a resume.
+
+    `EMAModel` keeps its copies where the parameters were when it was built, and accelerate's `load_state`
+    restores registered objects from CPU tensors (`map_location="cpu"`): either way the copies would sit on the
+    CPU while the UNet trains on a GPU, and the first `step` would fail on the device mismatch.
+    """
+
+    def __init__(self, parameters: Iterable[nn.Parameter], device: Union[str, torch.device], **kwargs):
+        super().__init__(parameters, **kwargs)
+        self.device = torch.device(device)
+        self.to(self.device)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.to(self.device)
+
+
+@torch.no_grad()
+def reinitialize_trained_parts(codec: nn.Module, seed: int = 0) -> List[str]:
+    """Give the parts the paper trains fresh initial weights; the frozen pretrained parts are left untouched.
+
+    For retraining a converted codec from scratch on its own frozen AudioMAE, semantic codebook, VAE and vocoder.
+    Initialisation as in the original code: PyTorch's defaults for the LSTM and the output projection; the acoustic
+    codebook kaiming-uniform on its `[1, V, D]` layout (vector-quantize-pytorch's default without k-means init);
+    the UNet with PyTorch's defaults and, like LDM's openaimodel `zero_module`, zeros in the last convolution of
+    every residual block, every transformer's output projection and the output convolution. Seeded, and the
+    global RNG state is restored afterwards. Returns the re-initialised state-dict names.
+    """
+    encoder, decoder = codec.encoder, codec.decoder
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder.lstm.reset_parameters()
+        encoder.output_linear.reset_parameters()
+        codebook = torch.empty(1, *encoder.acoustic_quantizer.codebook.shape)
+        nn.init.kaiming_uniform_(codebook)
+        encoder.acoustic_quantizer.codebook.copy_(codebook[0])
+        fresh = type(decoder.unet)(**codec.config.unet_config)
+    for name, module in fresh.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if (leaf == "conv2" and ".resnets." in name) or (leaf == "proj_out" and ".attentions." in name) \
+                or name == "conv_out":
+            nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    decoder.unet.load_state_dict(fresh.state_dict())
+    return [name for name in codec.state_dict() if is_trained(name)]
 
 
 class EMAVectorQuantizerTrainer(nn.Module):
@@ -79,8 +139,8 @@ class SemantiCodecTrainingModule(nn.Module):
     """The codec under training: `forward(windows, mel, generator)` -> losses.
 
     windows: normalised fbank windows `[B, 1024, 128]`; mel: the VAE-domain log-mel `[B, 1024, 64]` of the same
-    10.24 s; generator: the source of the timesteps, noise, VAE posterior sample and conditioning dropout, so a
-    step is a pure function of its inputs (exact resume without restoring global RNG state).
+    10.24 s; generator: the source of the timesteps, noise, VAE posterior sample and conditioning dropout (training
+    mode only), so a step is a pure function of its inputs (exact resume without restoring global RNG state).
     """
 
     def __init__(self, codec, commitment_weight: float = 1.0, vq_decay: float = 0.9, uncond_probability: float = 0.1):
@@ -89,7 +149,7 @@ class SemantiCodecTrainingModule(nn.Module):
         self.commitment_weight, self.uncond_probability = commitment_weight, uncond_probability
         self.vq = EMAVectorQuantizerTrainer(codec.encoder.acoustic_quantizer, decay=vq_decay)
         for name, parameter in codec.named_parameters():
-            parameter.requires_grad_(name.startswith(("encoder.lstm.", "encoder.output_linear.", "decoder.unet.")))
+            parameter.requires_grad_(name.startswith(TRAINED_PARAMETER_PREFIXES))
 
     def conditioning(self, windows: torch.Tensor, generator: Optional[torch.Generator] = None):
         """Fbank windows -> (UNet conditioning `[B, W, 2D + P]` with gradients into the acoustic branch, losses)."""
@@ -103,7 +163,7 @@ class SemantiCodecTrainingModule(nn.Module):
         acoustic, ids, commitment = self.vq(residual, valid)
         conditioning = append_positional_encoding(
             mark_out_padding(torch.cat([acoustic, semantic], -1), kept), encoder.positional_encoding)
-        if generator is not None and self.uncond_probability > 0:
+        if generator is not None and self.training and self.uncond_probability > 0:  # no dropout in eval
             drop = torch.rand(conditioning.shape[0], generator=generator) < self.uncond_probability
             unconditional = unconditional_conditioning(conditioning, self.codec.decoder.feature_width)
             conditioning = torch.where(drop.to(conditioning.device)[:, None, None], unconditional, conditioning)
@@ -118,11 +178,14 @@ class SemantiCodecTrainingModule(nn.Module):
         noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         return (posterior.mean + posterior.std * noise).float() * decoder.scale_factor
 
-    def forward(self, windows: torch.Tensor, mel: torch.Tensor, generator: torch.Generator) -> CodecLosses:
+    def forward(self, windows: torch.Tensor, mel: torch.Tensor, generator: torch.Generator,
+                timesteps: Optional[torch.Tensor] = None) -> CodecLosses:
+        """Losses of one batch; `timesteps` `[B]` fixes the DDPM timesteps (validation), else they are drawn."""
         decoder = self.codec.decoder
         conditioning, commitment, usage = self.conditioning(windows, generator)
         clean = self.latents(mel, generator)
-        timesteps = torch.randint(0, decoder.sqrt_alphas_cumprod.shape[0], (clean.shape[0],), generator=generator)
+        if timesteps is None:
+            timesteps = torch.randint(0, decoder.sqrt_alphas_cumprod.shape[0], (clean.shape[0],), generator=generator)
         noise = torch.randn(clean.shape, generator=generator).to(clean)
         # The checkpoint's own schedule buffers (bit-identical to the original's), not a re-derived schedule.
         a = decoder.sqrt_alphas_cumprod[timesteps.to(clean.device)].view(-1, 1, 1, 1)
