@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""k-means backends for recipes/build_semantic_codebook.py at equal work: sklearn MiniBatchKMeans (partial_fit over
-chunks, the recipe's default) vs faiss (full-batch Lloyd), the same passes over the same AudioMAE-sized data.
+"""k-means backends for recipes/build_semantic_codebook.py at equal work: faiss (full-batch Lloyd, the recipe's
+default) vs sklearn MiniBatchKMeans (partial_fit over chunks, the recipe's `--backend sklearn`), the same passes
+over the same AudioMAE-sized data. faiss uses every frame (its default would train on at most 256 per cluster).
 
     python benchmarks/kmeans_backends.py [--frames 20000] [--dim 768] [--clusters 1024] [--passes 3]
 
@@ -47,7 +48,8 @@ def main() -> None:
         print("faiss not installed (pip install faiss-cpu): nothing to compare")
         return
     started = time.perf_counter()
-    index = faiss.Kmeans(args.dim, args.clusters, niter=args.passes, seed=0, verbose=False)
+    index = faiss.Kmeans(args.dim, args.clusters, niter=args.passes, seed=0, verbose=False,
+                         max_points_per_centroid=-(-args.frames // args.clusters))  # all frames, as the recipe
     index.train(data)
     faiss_s = time.perf_counter() - started
     faiss_mse = mse(index.centroids)

@@ -3,22 +3,28 @@
 
 1. Features: every clip goes through the codec's own front end and frozen AudioMAE, pooled per token rate
    (none / 1x2 / 2x2 for 100 / 50 / 25 tokens/s) exactly as the encoder does before its semantic quantizer;
-   padding frames are dropped. This runs as `datasets.map(batched=True)` (cached, `--num-proc` workers).
-2. k-means per vocab size with faiss (full-batch Lloyd, `--epochs` iterations over features held in memory).
+   padding frames are dropped. This runs as `datasets.map(batched=True)` (cached, `--num-proc` workers). Clips
+   shorter than one AudioMAE patch (0.16 s, the codec's shortest input) or empty are skipped; a warning at the end
+   names them and counts them.
+2. k-means per vocab size with faiss (full-batch Lloyd, `--kmeans-iterations` iterations over all the features,
+   held in memory: faiss's default would silently train on a random 256 x V of them; `--max-points-per-centroid`
+   asks for that subsampling explicitly, and it is then logged).
    We measured both candidates at equal passes over the same data on this 2-core CPU
    (`benchmarks/kmeans_backends.py`, 20k x 768 features, 1024 clusters, 3 passes): faiss took 0.13x the time
    of scikit-learn's MiniBatchKMeans and reached a lower quantisation error, so it is the default.
-   `--backend sklearn` streams the Arrow feature table through `partial_fit` in chunks, for corpora whose
-   features do not fit in memory (or machines without faiss).
+   `--backend sklearn` streams the Arrow feature table through `partial_fit` in chunks (`--epochs` passes), for
+   corpora whose features do not fit in memory (or machines without faiss).
 3. Output per vocab size V: the centroids `[V, D]` float32 at the official relative path
    `codebook_idx/combine_{W}_audioset_dominate/codebook_{V/2}_0.npy` (so `semanticodec-hf convert
    --checkpoint-dir` picks it up next to official checkpoints), cluster-usage statistics in `stats.json`, and
-   with `--save-models` a copy of the codec using the new codebook (`OUTPUT/model_vocab{V}`).
+   with `--save-models` a copy of the codec using the new codebook (`OUTPUT/model_vocab{V}`; its config names
+   the new file and its SHA-256, and drops the replaced official codebook's digest).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 EXAMPLES = """examples:
-  # smoke test on any folder with a RANDOM tiny codec and small vocabularies
+  # smoke test on any folder with a RANDOM tiny codec and small vocabularies (--token-rate 100, 50 or 25)
   python recipes/build_semantic_codebook.py --audio-dir ./clips --tiny --vocab-sizes 16 32 --output ./codebooks
 
   # the published vocab sizes for the 50 tokens/s codec, 8 feature workers
@@ -42,24 +48,52 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     codec = parser.add_mutually_exclusive_group(required=True)
     codec.add_argument("--model", help="converted SemantiCodec folder (its AudioMAE and token rate are used)")
     codec.add_argument("--tiny", action="store_true", help="RANDOM tiny codec: pipeline tests only")
+    parser.add_argument("--token-rate", type=int, choices=[25, 50, 100], default=None,
+                        help="token rate of the --tiny codec (its pooling: none / 1x2 / 2x2); default 100. A "
+                        "--model brings its own.")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
     parser.add_argument("--max-frames-per-clip", type=int, default=None,
                         help="random subset of each clip's frames (seeded); bounds the feature table")
     parser.add_argument("--backend", choices=["auto", "faiss", "sklearn"], default="auto",
                         help="auto: faiss when installed (faster here), else scikit-learn (streams from disk)")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the features (sklearn) / iterations (faiss)")
+    parser.add_argument("--epochs", type=int, default=5, help="sklearn: passes over the features")
+    parser.add_argument("--kmeans-iterations", type=int, default=25,
+                        help="faiss: Lloyd iterations over all features (default 25, faiss's own default)")
+    parser.add_argument("--max-points-per-centroid", type=int, default=None,
+                        help="faiss: train on at most this many frames per cluster (a logged random subsample); "
+                        "default: all frames")
     parser.add_argument("--chunk-size", type=int, default=65536, help="feature rows per partial_fit call")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per feature-extraction map batch")
     parser.add_argument("--num-proc", type=int, default=1, help="feature-extraction worker processes")
     parser.add_argument("--extensions", default="wav,flac,ogg")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-models", action="store_true", help="also write the codec with each new codebook")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.token_rate is not None and not args.tiny:
+        parser.error("--token-rate configures the --tiny codec; a --model brings its own token rate.")
+    for name in ("epochs", "kmeans_iterations", "max_points_per_centroid", "chunk_size", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+    return args
 
 
 # ---------------------------------------------------------------------------------------------- features
 _CODEC_CACHE: Dict[str, Any] = {}
+FEATURES_VERSION = 2  # part of the map fingerprint: bump when the table's columns change (2: `skipped`)
+# Clips the codec cannot encode (its front end needs one AudioMAE patch, 0.16 s = 2560 samples at 16 kHz; one
+# sample of margin covers the resamplers' rounding) are skipped rather than aborting the whole corpus.
+MIN_CLIP_SAMPLES_16K = 2561
+
+
+def unusable_reason(num_samples: int, sampling_rate: int) -> Optional[str]:
+    """Why a clip of this length cannot give features (None when it can)."""
+    if num_samples == 0:
+        return "empty"
+    if num_samples * 16000 / sampling_rate < MIN_CLIP_SAMPLES_16K:
+        return f"{num_samples / sampling_rate:.3f} s, shorter than one 0.16 s AudioMAE patch"
+    return None
 
 
 class AudioMAEFeatures:
@@ -103,12 +137,19 @@ class AudioMAEFeatures:
     def __call__(self, batch: Dict[str, List[Any]], indices: List[int]) -> Dict[str, List[Any]]:
         from semanticodec_hf.datasets_utils import load_audio
 
-        out: Dict[str, List[Any]] = {"features": [], "num_frames": []}
+        out: Dict[str, List[Any]] = {"features": [], "num_frames": [], "skipped": []}
         for path, row in zip(batch["path"], indices):
             audio, rate = load_audio(path, row=row)
-            rows = self.clip_features(audio, rate, row)
+            reason = unusable_reason(audio.shape[-1], rate)
+            if reason is None:
+                rows = self.clip_features(audio, rate, row)
+            else:  # an empty [0, D] block: Arrow needs the same nesting as the other rows of the batch
+                import numpy as np
+
+                rows = np.zeros((0, self._codec()[0].encoder.semantic_quantizer.centroids.shape[1]), np.float32)
             out["features"].append(rows)
-            out["num_frames"].append(int(rows.shape[0]))
+            out["num_frames"].append(len(rows))
+            out["skipped"].append(reason or "")
         return out
 
 
@@ -118,9 +159,14 @@ def extract_features(paths: List[str], model_path: str, args: argparse.Namespace
 
     function = AudioMAEFeatures(model_path, args.max_frames_per_clip, args.seed)
     fingerprint = datasets.fingerprint.Hasher.hash(
-        {"model": model_path, "files": paths, "max_frames": args.max_frames_per_clip, "seed": args.seed})
+        {"model": model_path, "files": paths, "max_frames": args.max_frames_per_clip, "seed": args.seed,
+         "version": FEATURES_VERSION})
     table = datasets.Dataset.from_dict({"path": paths})
-    return table.map(function, batched=True, batch_size=args.batch_size, with_indices=True,
+    # explicit output types: a batch of skipped clips alone would otherwise be typed as lists of nulls
+    features = datasets.Features({"path": datasets.Value("string"),
+                                  "features": datasets.List(datasets.List(datasets.Value("float32"))),
+                                  "num_frames": datasets.Value("int64"), "skipped": datasets.Value("string")})
+    return table.map(function, batched=True, batch_size=args.batch_size, with_indices=True, features=features,
                      num_proc=args.num_proc if args.num_proc > 1 else None, new_fingerprint=fingerprint,
                      desc="AudioMAE features")
 
@@ -132,12 +178,13 @@ def feature_chunks(table, chunk_size: int, order):
     pending, count = [], 0
     for start in range(0, len(order), 64):
         for clip in table.select(order[start:start + 64]).with_format("numpy")["features"]:
+            if len(clip) == 0:  # a skipped clip
+                continue
             clip = np.asarray(clip, dtype=np.float32)
             if clip.ndim == 1:  # numpy formatting gives an object array of rows for ragged lists
                 clip = np.stack(clip).astype(np.float32)
-            if clip.size:
-                pending.append(clip)
-                count += clip.shape[0]
+            pending.append(clip)
+            count += clip.shape[0]
             if count >= chunk_size:
                 joined = np.concatenate(pending)
                 yield joined[:chunk_size]
@@ -173,7 +220,14 @@ def kmeans_faiss(table, vocab_size: int, args: argparse.Namespace):
         raise SystemExit("error: --backend faiss needs `pip install faiss-cpu` (or faiss-gpu); "
                          "or use --backend sklearn.") from None
     data = np.concatenate(list(feature_chunks(table, args.chunk_size, list(range(len(table))))))
-    kmeans = faiss.Kmeans(data.shape[1], vocab_size, niter=args.epochs, seed=args.seed, verbose=False)
+    # faiss trains on a random max_points_per_centroid x V of the frames (its default: 256) and says so only in
+    # a console warning; by default the bound is set so that every frame is used.
+    limit = args.max_points_per_centroid or -(-data.shape[0] // vocab_size)
+    if limit * vocab_size < data.shape[0]:
+        print(f"V={vocab_size}: faiss trains on a random {limit * vocab_size} of the {data.shape[0]} frames "
+              f"(--max-points-per-centroid {limit})", file=sys.stderr)
+    kmeans = faiss.Kmeans(data.shape[1], vocab_size, niter=args.kmeans_iterations, seed=args.seed, verbose=False,
+                          max_points_per_centroid=limit)
     kmeans.train(data)
     return kmeans.centroids.astype(np.float32)
 
@@ -209,9 +263,12 @@ def codebook_path(output: Path, frames_per_window: int, vocab_size: int) -> Path
     return output / "codebook_idx" / f"combine_{frames_per_window}_audioset_dominate" / f"codebook_{vocab_size // 2}_0.npy"
 
 
-def save_model_with_codebook(model_path: str, centroids, target: Path) -> None:
+def save_model_with_codebook(model_path: str, centroids, target: Path, codebook_file: Optional[Path] = None,
+                             codebook_name: Optional[str] = None) -> None:
     """A copy of the codec whose semantic quantizer uses `centroids` (the decoder only sees centroid vectors,
-    so nothing else changes)."""
+    so nothing else changes). Its config's provenance follows: `semantic_codebook_file` names the new file
+    (`codebook_name`, else None), `semantic_codebook_sha256` is its digest, and the digest of the official
+    codebook it replaces is dropped from `original_checkpoint_sha256` (the encoder/decoder digests still hold)."""
     import torch
 
     from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
@@ -221,7 +278,16 @@ def save_model_with_codebook(model_path: str, centroids, target: Path) -> None:
         raise ValueError(f"codebook width {centroids.shape[1]} does not match the codec's feature dimension "
                          f"{model.encoder.semantic_quantizer.centroids.shape[1]}.")
     model.encoder.semantic_quantizer.centroids = torch.from_numpy(centroids).clone()
-    model.config.semantic_vocab_size = int(centroids.shape[0])
+    config = model.config
+    replaced = config.semantic_codebook_file
+    config.semantic_vocab_size = int(centroids.shape[0])
+    config.semantic_codebook_file = codebook_name
+    config.semantic_codebook_sha256 = hashlib.sha256(Path(codebook_file).read_bytes()).hexdigest() \
+        if codebook_file is not None else None
+    digests = getattr(config, "original_checkpoint_sha256", None)
+    if isinstance(digests, dict) and replaced:
+        config.original_checkpoint_sha256 = {name: digest for name, digest in digests.items()
+                                             if name not in (replaced, Path(replaced).name)}
     model.save_pretrained(target)
     SemantiCodecFeatureExtractor.from_pretrained(model_path).save_pretrained(target)
 
@@ -247,13 +313,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               file=sys.stderr)
         from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
-        model_path = str(output / f"tiny_codec_seed{args.seed}")
+        rate = args.token_rate or 100
+        model_path = str(output / f"tiny_codec_{rate}tps_seed{args.seed}")
         if not (Path(model_path) / "config.json").is_file():
-            SemantiCodecAudioTokenizer.tiny(seed=args.seed).save_pretrained(model_path)
+            SemantiCodecAudioTokenizer.tiny(seed=args.seed, token_rate=rate).save_pretrained(model_path)
     started = time.perf_counter()
     table = extract_features(paths, model_path, args)
     frames = int(sum(table["num_frames"]))
-    print(f"{len(paths)} clips -> {frames} feature frames in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    skipped = {path: reason for path, reason in zip(table["path"], table["skipped"]) if reason}
+    used = len(paths) - len(skipped)
+    print(f"{used} clips -> {frames} feature frames in {time.perf_counter() - started:.1f} s"
+          + (f" ({len(skipped)} skipped, listed at the end)" if skipped else ""), file=sys.stderr)
+    if not frames:
+        raise SystemExit(f"error: none of the {len(paths)} files under {audio_dir} gave features (all empty or "
+                         "shorter than 0.16 s); use longer audio.")
     too_big = [v for v in args.vocab_sizes if v > frames]
     if too_big:
         raise SystemExit(f"error: vocab size(s) {too_big} exceed the {frames} feature frames; use more audio.")
@@ -268,8 +341,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         except ImportError:
             print("faiss not installed (pip install faiss-cpu): using scikit-learn's MiniBatchKMeans", file=sys.stderr)
             args.backend = "sklearn"
-    report: Dict[str, Any] = {"model": model_path, "token_rate": config.token_rate, "clips": len(paths),
-                              "frames": frames, "backend": args.backend, "codebooks": {}}
+    report: Dict[str, Any] = {"model": model_path, "token_rate": config.token_rate, "clips": used,
+                              "frames": frames, "backend": args.backend, "skipped": skipped, "codebooks": {}}
     for vocab_size in args.vocab_sizes:
         started = time.perf_counter()
         fit = kmeans_faiss if args.backend == "faiss" else kmeans_sklearn
@@ -281,13 +354,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         stats.update(file=str(path.relative_to(output)), seconds=round(time.perf_counter() - started, 2))
         if args.save_models:
             target = output / f"model_vocab{vocab_size}"
-            save_model_with_codebook(model_path, centroids, target)
+            save_model_with_codebook(model_path, centroids, target, path, str(path.relative_to(output)))
             stats["model"] = str(target)
         report["codebooks"][str(vocab_size)] = stats
         print(f"V={vocab_size}: {stats['used_clusters']}/{vocab_size} clusters used, perplexity "
               f"{stats['perplexity']:.1f}, largest cluster {100 * stats['largest_cluster_share']:.1f} % of frames, "
               f"MSE {stats['mean_squared_error']:.4g} -> {path}")
     (output / "stats.json").write_text(json.dumps(report, indent=2) + "\n")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} of {len(paths)} audio files (too short or empty for the codec):",
+              file=sys.stderr)
+        for path, reason in skipped.items():
+            print(f"  {path}: {reason}", file=sys.stderr)
     return report
 
 

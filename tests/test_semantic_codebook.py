@@ -83,3 +83,106 @@ def test_bad_requests_are_refused(corpus, tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no .* files"):
         recipe.main(["--audio-dir", str(empty), "--tiny", "--output", str(tmp_path / "c")])
+
+
+@pytest.mark.parametrize("token_rate", [50, 25])
+def test_tiny_token_rates_give_the_features_the_encoder_quantizes(corpus, tmp_path, token_rate):
+    """With 1x2 / 2x2 pooling, the recipe's features are the encoder's pre-quantizer frames: assigned with the
+    saved codec's own quantizer they give exactly the ids `model.encode` returns."""
+    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
+
+    output = tmp_path / "out"
+    report = recipe.main(["--audio-dir", str(corpus), "--tiny", "--token-rate", str(token_rate), "--vocab-sizes",
+                          "16", "--output", str(output), "--backend", "sklearn", "--save-models"])
+    assert report["token_rate"] == token_rate
+    model = SemantiCodecModel.from_pretrained(output / "model_vocab16").eval()
+    pooled = 32 * {50: 2, 25: 4}[token_rate]  # tiny hidden size 32 x patches concatenated per frame
+    assert model.config.token_rate == token_rate and np.load(output / report["codebooks"]["16"]["file"]).shape == (
+        16, pooled)
+    extractor = SemantiCodecFeatureExtractor.from_pretrained(output / "model_vocab16")
+    features = recipe.AudioMAEFeatures(str(output / "model_vocab16"), None, 0)
+    for name in ("speech/clip0.wav", "other/clip1.wav"):  # 16 kHz and 22.05 kHz
+        audio, rate = sf.read(str(corpus / name), dtype="float32")
+        inputs = extractor(audio, sampling_rate=rate)
+        codes = model.encode(inputs["input_features"], num_samples=inputs["num_samples"]).audio_codes[0, 0]
+        frames = torch.from_numpy(features.clip_features(audio, rate, 0))
+        assert frames.shape[1] == pooled
+        ids = model.encoder.semantic_quantizer(frames)
+        n = min(len(ids), len(codes))
+        assert n >= 10  # (the recipe drops what the encoder marks as padding: here the silent tail too)
+        assert torch.equal(ids[:n], codes[:n]), (name, (ids[:n] != codes[:n]).sum())
+    with pytest.raises(SystemExit):
+        recipe.main(["--audio-dir", str(corpus), "--model", str(output / "model_vocab16"), "--token-rate", "50",
+                     "--output", str(tmp_path / "x")])
+
+
+def test_short_and_empty_clips_are_skipped_and_named(corpus, tmp_path, capsys):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for name in ("speech/clip0.wav", "other/clip1.wav"):
+        audio, rate = sf.read(str(corpus / name), dtype="float32")
+        sf.write(str(folder / Path(name).name), audio, rate)
+    sf.write(str(folder / "blip.wav"), np.full(800, 0.1, dtype=np.float32), 16000)  # 0.05 s
+    sf.write(str(folder / "empty.wav"), np.zeros(0, dtype=np.float32), 16000)
+    report = recipe.main(["--audio-dir", str(folder), "--tiny", "--vocab-sizes", "8", "--output",
+                          str(tmp_path / "out"), "--backend", "sklearn", "--chunk-size", "64"])
+    assert report["clips"] == 2 and report["frames"] > 8
+    assert sorted(Path(p).name for p in report["skipped"]) == ["blip.wav", "empty.wav"]
+    assert "shorter than one 0.16 s AudioMAE patch" in report["skipped"][str(folder / "blip.wav")]
+    assert report["skipped"][str(folder / "empty.wav")] == "empty"
+    err = capsys.readouterr().err
+    assert "warning: skipped 2 of 4 audio files" in err
+    assert f"{folder / 'blip.wav'}: 0.050 s" in err and f"{folder / 'empty.wav'}: empty" in err
+    # nothing usable at all is an error, not an empty codebook
+    only_short = tmp_path / "short_only"
+    only_short.mkdir()
+    sf.write(str(only_short / "blip.wav"), np.full(800, 0.1, dtype=np.float32), 16000)
+    with pytest.raises(SystemExit, match="none of the 1 files"):
+        recipe.main(["--audio-dir", str(only_short), "--tiny", "--output", str(tmp_path / "o2")])
+
+
+def test_saved_codec_config_names_the_new_codebook(corpus, tmp_path):
+    """No stale provenance: the official codebook's file name and digest are replaced by the new file's."""
+    import hashlib
+
+    from semanticodec_hf import SemantiCodecConfig
+    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+    tokenizer = SemantiCodecAudioTokenizer.tiny(seed=0)
+    old = "codebook_idx/combine_512_audioset_dominate/codebook_32_0.npy"
+    tokenizer.model.config.semantic_codebook_file = old
+    tokenizer.model.config.original_checkpoint_sha256 = {"encoder.ckpt": "e" * 64, "decoder.ckpt": "d" * 64,
+                                                         "codebook_32_0.npy": "c" * 64}
+    tokenizer.save_pretrained(tmp_path / "converted")
+    output = tmp_path / "out"
+    report = recipe.main(["--audio-dir", str(corpus), "--model", str(tmp_path / "converted"), "--vocab-sizes", "16",
+                          "--output", str(output), "--backend", "sklearn", "--save-models"])
+    config = SemantiCodecConfig.from_pretrained(output / "model_vocab16")
+    written = report["codebooks"]["16"]["file"]
+    assert config.semantic_codebook_file == written != old
+    assert config.semantic_codebook_sha256 == hashlib.sha256((output / written).read_bytes()).hexdigest()
+    assert config.original_checkpoint_sha256 == {"encoder.ckpt": "e" * 64, "decoder.ckpt": "d" * 64}
+    assert config.semantic_vocab_size == 16
+
+
+def test_faiss_trains_on_every_frame_unless_asked(corpus, tmp_path, monkeypatch, capsys):
+    faiss = pytest.importorskip("faiss")
+    made = []
+    original = faiss.Kmeans
+
+    class Recording(original):
+        def __init__(self, d, k, **kwargs):
+            made.append(kwargs)
+            super().__init__(d, k, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", Recording)
+    report = recipe.main(["--audio-dir", str(corpus), "--tiny", "--vocab-sizes", "2", "--output", str(tmp_path / "a"),
+                          "--backend", "faiss", "--kmeans-iterations", "7"])
+    frames = report["frames"]
+    assert frames > 256 * 2  # faiss' default bound would have subsampled this corpus
+    assert made[-1]["niter"] == 7 and made[-1]["max_points_per_centroid"] * 2 >= frames
+    assert "faiss trains on a random" not in capsys.readouterr().err
+    recipe.main(["--audio-dir", str(corpus), "--tiny", "--vocab-sizes", "2", "--output", str(tmp_path / "b"),
+                 "--backend", "faiss", "--max-points-per-centroid", "100"])
+    assert made[-1]["max_points_per_centroid"] == 100 and made[-1]["niter"] == 25
+    assert f"V=2: faiss trains on a random 200 of the {frames} frames" in capsys.readouterr().err
