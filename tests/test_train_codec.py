@@ -46,6 +46,37 @@ def test_vae_mel_equals_a_direct_numpy_stft():
     np.testing.assert_allclose(vae_log_mel(torch.from_numpy(wave)).numpy(), expected, atol=2e-4)
 
 
+def _slaney_mel(hz):
+    """Slaney's Auditory Toolbox mel scale: linear (200/3 Hz per mel) to 1 kHz, then logarithmic (27 mels per
+    factor 6.4)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    return np.where(hz < 1000, hz * 3 / 200, 15 + 27 * np.log(np.maximum(hz, 1e-10) / 1000) / np.log(6.4))
+
+
+def _slaney_hz(mel):
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel < 15, mel * 200 / 3, 1000 * np.exp((mel - 15) * np.log(6.4) / 27))
+
+
+def test_vae_mel_filters_equal_a_from_scratch_slaney_filterbank():
+    """Independent check of the filter half (spec 12: librosa's defaults): 66 points evenly spaced on the Slaney
+    mel scale from 0 to 8 kHz, triangles over the 513 FFT bin frequencies, each scaled to unit area
+    (2 / bandwidth in Hz, Slaney normalisation)."""
+    bins = np.arange(513) * 16000 / 1024
+    edges = _slaney_hz(np.linspace(_slaney_mel(0.0), _slaney_mel(8000.0), 64 + 2))
+    assert edges[0] == 0.0 and edges[-1] == pytest.approx(8000.0)
+    expected = np.zeros((513, 64))
+    for m in range(64):
+        rising = (bins - edges[m]) / (edges[m + 1] - edges[m])
+        falling = (edges[m + 2] - bins) / (edges[m + 2] - edges[m + 1])
+        expected[:, m] = np.maximum(0.0, np.minimum(rising, falling)) * 2.0 / (edges[m + 2] - edges[m])
+    filters = vae_mel_filters().numpy().astype(np.float64)
+    assert filters.shape == (513, 64)
+    np.testing.assert_allclose(filters, expected, rtol=1e-5, atol=1e-9)
+    # the first filter rises from 0 Hz and the last ends at 8 kHz: nothing above 8 kHz is kept
+    assert filters[0, 0] == 0.0 and not filters[bins >= 8000].any()
+
+
 def test_ema_vq_is_straight_through_and_moves_codes_to_their_vectors():
     quantizer = torch.nn.Module()
     quantizer.register_buffer("codebook", torch.tensor([[0.0, 0.0], [10.0, 10.0]]))
