@@ -327,7 +327,8 @@ def test_from_scratch_reinitialises_exactly_the_trained_parts(tmp_path):
     assert {"encoder.acoustic_quantizer.codebook", "decoder.unet.conv_out.weight"} <= set(weights)
     assert set(weights) <= changed  # every trained weight matrix / kernel / codebook re-initialised
     assert any(name.startswith("encoder.audiomae.") for name in frozen)
-    assert any(name.startswith("decoder.vae.") for name in frozen) and any(n.startswith("decoder.vocoder.") for n in frozen)
+    for part in ("encoder.semantic_quantizer.", "decoder.vae.", "decoder.vocoder."):
+        assert any(name.startswith(part) for name in frozen), part
     # the initialisations of the original: torch's LSTM default U(-1/sqrt(H), 1/sqrt(H)), a kaiming-uniform
     # codebook over its [1, V, D] layout, zero output convolutions in the UNet (LDM's zero_module)
     hidden = codec.encoder.lstm.hidden_size
