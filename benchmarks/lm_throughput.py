@@ -1,17 +1,21 @@
 #!/usr/bin/env python
 """Training and generation throughput of the tiny LM recipe on this machine (ids per second).
 
-    python benchmarks/lm_throughput.py [--config recipes/lm_tiny_cpu.yaml] [--steps 40] [--new-tokens 400]
+    python benchmarks/lm_throughput.py [--config recipes/lm_tiny_cpu.yaml] [--warmup-steps 10] [--steps 40]
+                                       [--new-tokens 254]
 
-Training: the real trainer (`lm.train.train`) for `--steps` steps; tokens/s is what it logs after a warm-up.
-Generation: `model.generate` with sampling, batch 1 and batch 8, with and without `PatternLogitsProcessor`; the
-ratio shows what forcing the pattern costs. The last line is one parseable summary:
+Training: the real trainer (`lm.train.train`) for `--warmup-steps` + `--steps` steps, logging every step; the
+rate is the ids of the last `--steps` steps over their time (the first steps, which pay for start-up, are left
+out). Generation: `model.generate` with sampling of `--new-tokens` ids after a `<bos>` (at most the recipe's
+`model.max_position_embeddings` - 1), batch 1 and batch 8, with and without `PatternLogitsProcessor`; the ratio
+shows what forcing the pattern costs. The last line is one parseable summary:
     LM_THROUGHPUT train_tokens_per_s=... gen_tokens_per_s_b1=... gen_tokens_per_s_b8=... pattern_overhead=...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -46,18 +50,31 @@ def generation_rate(model, layout, pattern, batch: int, new_tokens: int, process
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "recipes" / "lm_tiny_cpu.yaml"))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup-steps", type=int, default=10, help="training steps run but not measured")
+    parser.add_argument("--steps", type=int, default=40, help="training steps measured")
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup_steps < 0:
+        parser.error(f"--steps must be >= 1 and --warmup-steps >= 0, got {args.steps} and {args.warmup_steps}.")
     torch.set_num_threads(args.threads)
+    total = args.warmup_steps + args.steps
+    overrides = [f"train.max_steps={total}", "train.log_every=1", f"train.eval_every={total}",
+                 f"train.save_every={total}", "train.log_with=[]"]
+    recipe = load_recipe(args.config, overrides)
+    limit = recipe.model.max_position_embeddings - 1  # the prompt is one <bos>
+    if not 1 <= args.new_tokens <= limit:
+        parser.error(f"--new-tokens {args.new_tokens} does not fit: the recipe's model.max_position_embeddings is "
+                     f"{recipe.model.max_position_embeddings}, so give 1..{limit} (or a recipe with a longer context).")
 
     with tempfile.TemporaryDirectory() as output:
-        recipe = load_recipe(args.config, [f"train.max_steps={args.steps}", f"train.output_dir={output}",
-                                           f"train.log_every={args.steps}", f"train.eval_every={args.steps}",
-                                           f"train.save_every={args.steps}", "train.log_with=[]"])
-        summary = train(recipe, resume="no")
-    train_rate = summary["train/tokens_per_second"]
+        train(load_recipe(args.config, overrides + [f"train.output_dir={output}"]), resume="no")
+        # Each step's logged rate is its ids over its time; the measured steps hold the same number of ids
+        # (full packed blocks, to within a pair cut), so their time-weighted rate is the harmonic mean.
+        rates = [json.loads(line)["train/tokens_per_second"]
+                 for line in (Path(output) / "metrics.jsonl").read_text().splitlines()
+                 if "train/tokens_per_second" in line and json.loads(line)["step"] > args.warmup_steps]
+    train_rate = len(rates) / sum(1.0 / rate for rate in rates)
 
     spec = recipe.data.synthetic
     layout = SemantiCodecVocabularyLayout(spec.semantic_vocab_size, spec.acoustic_vocab_size) if spec else None
@@ -69,8 +86,7 @@ def main() -> None:
     pattern = spec.pattern if spec else "interleaved"
     torch.manual_seed(0)
     model = build_model(recipe.model, layout).eval()
-    new_tokens = min(args.new_tokens, recipe.model.max_position_embeddings - 2)
-    new_tokens -= new_tokens % 2
+    new_tokens = args.new_tokens
     rates = {}
     with torch.no_grad():
         for batch in (1, 8):
@@ -80,7 +96,8 @@ def main() -> None:
     print(f"machine: {torch.get_num_threads()} torch threads, {recipe.model.architecture} "
           f"{recipe.model.hidden_size}x{recipe.model.num_layers}, vocab {layout.vocab_size}")
     print(f"training           : {train_rate:10.0f} tokens/s (global batch {recipe.train.global_batch_size} x "
-          f"{recipe.data.block_size})")
+          f"{recipe.data.block_size}; steps {args.warmup_steps + 1}-{total}, after {args.warmup_steps} warm-up steps)")
+    print(f"generation         : {new_tokens} new ids per sequence")
     for batch in (1, 8):
         plain, forced = rates[(batch, False)], rates[(batch, True)]
         print(f"generation batch {batch} : {forced:10.0f} tokens/s with the pattern processor, {plain:10.0f} without "
