@@ -6,8 +6,9 @@
     semanticodec-hf continue prompt.wav out.wav --lm runs/lm-tiny-cpu/final --tiny --seconds 2.4 --steps 10
 
 The LM must have been trained on this codec's ids (its layout is checked) with enough positions for `--seconds`
-(at 100 tokens/s, interleaved: 100 per second plus 2). The last line is the smoke test: the tiny recipe trains
-on a synthetic corpus in the random tiny codec's layout and has 256 positions (at most ~2.4 s).
+(interleaved: 2 per frame plus `<bos>`/`<eos>`; 8 s at 100 tokens/s is 400 frames, 802 positions). The last
+line is the smoke test: the tiny recipe trains on a synthetic corpus in the random tiny codec's layout and has
+256 positions (2.4 s at most).
 
 No text is involved. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
 decodable by the codec (the right stream at every position, `<eos>` only after a whole frame); the output starts
