@@ -95,23 +95,14 @@ class CodecRecipe:
 
 
 def load_recipe(path: str, overrides: List[str]) -> CodecRecipe:
-    import yaml
+    from lm.config import apply_overrides, build_section, load_yaml
 
-    from lm.config import apply_overrides
-
-    data = apply_overrides(yaml.safe_load(Path(path).read_text()) or {}, overrides)
+    data = apply_overrides(load_yaml(Path(path).read_text()) or {}, overrides)
     sections = {"model": CodecModelSection, "data": CodecDataSection, "train": CodecTrainSection}
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ValueError(f"Unknown recipe section(s) {unknown}; a codec recipe has model, data and train.")
-    built = {}
-    for name, cls in sections.items():
-        values = dict(data.get(name) or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            raise ValueError(f"Unknown key(s) {sorted(set(values) - known)} in section {name!r}; known: {sorted(known)}.")
-        built[name] = cls(**values)
-    recipe = CodecRecipe(**built)
+    recipe = CodecRecipe(**{name: build_section(cls, data.get(name), name) for name, cls in sections.items()})
     check_model_section(recipe.model, path)
     if not recipe.data.audio_dir:
         raise ValueError(f"{path}: data.audio_dir is missing; set it to the folder of training audio "
