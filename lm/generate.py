@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -377,8 +376,8 @@ class AudioContinuation:
             )
         try:
             prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
-        except AudioItemError as error:  # its message repeats "Audio item 0" (one item per extractor call)
-            raise PromptError(error.index, re.sub(r"^Audio item \d+:?\s*", "", error.message)) from None
+        except AudioItemError as error:
+            raise PromptError(error.index, error.message) from None
         target_frames = reference_frame_count(target_samples, token_rate)
         rows = [prompt_ids(c, layout, pattern) for c in prompt_codes]
         batch = tok.pad(rows, padding_side="left")

@@ -188,8 +188,9 @@ def test_audio_call_shapes_and_rates(tiny):
     assert pt["input_ids"][0].tolist() == single["input_ids"]
     with pytest.raises(ValueError, match="sampling_rate"):
         tiny(clip)
-    with pytest.raises(ValueError, match="Audio item 1.*0.16 s"):
+    with pytest.raises(ValueError, match="Audio item 1.*0.16 s") as short:
         tiny([clip, clip[:100]], sampling_rate=44100)
+    assert "item 0" not in str(short.value), "the failing item is named once, by its place in the batch"
     padded = SemantiCodecAudioTokenizer(tiny.model, short_audio="pad")(clip[:100], sampling_rate=44100)
     assert padded["num_frames"] > 0
 

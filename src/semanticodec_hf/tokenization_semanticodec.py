@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
@@ -288,7 +289,9 @@ class SemantiCodecAudioTokenizer:
                 # One item per call: the extractor treats each item alone anyway, and items may differ in rate.
                 features.append(self.feature_extractor(item, sampling_rate=rate, return_tensors="pt"))
             except ValueError as error:
-                raise AudioItemError(index, str(error)) from None
+                # The extractor saw this item alone, as its item 0: name it by its place in the batch instead.
+                message = re.sub(r"^Audio item 0:?\s*", "", str(error))
+                raise AudioItemError(index, message) from None
         return features
 
     def _group_by_windows(self, windows: Sequence[int]) -> List[List[int]]:
