@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from lm.train import main
 from semanticodec_hf.training_utils import checkpoints
+from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,11 +129,7 @@ def test_trainer_reads_a_tokenize_dataset_output(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(5):
         sf.write(str(clips / f"c{i}.wav"), (0.1 * rng.standard_normal(8000 * (2 + i % 2))).astype("float32"), 16000)
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import tokenize_dataset
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
+    tokenize_dataset = import_recipe("tokenize_dataset")
     tokenize_dataset.main(["--audio-dir", str(clips), "--output", str(tmp_path / "tokens"), "--tiny"])
     config = _recipe(tmp_path)
     summary = main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--set", "data.synthetic=null",

@@ -21,6 +21,7 @@ from semanticodec_hf.metrics import (
     stoi,
     write_report,
 )
+from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -286,12 +287,7 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def _evaluate_recipe():
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import evaluate_codec
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
-    return evaluate_codec
+    return import_recipe("evaluate_codec")
 
 
 def _two_folders(tmp_path):

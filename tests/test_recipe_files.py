@@ -1,11 +1,11 @@
 """Recipe files and `--set` overrides: numbers read as numbers, wrong types refused with the key's name."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from lm.config import load_recipe, load_yaml
+from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,11 +30,7 @@ def test_lm_recipe_overrides_take_exponent_floats_and_refuse_wrong_types():
 
 
 def test_codec_recipe_overrides_take_exponent_floats_and_refuse_wrong_types(tmp_path):
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import train_codec
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
+    train_codec = import_recipe("train_codec")
     config = str(REPO / "recipes" / "codec_tiny_cpu.yaml")
     recipe = train_codec.load_recipe(config, [f"data.audio_dir={tmp_path}", "train.learning_rate=5e-4"])
     assert recipe.train.learning_rate == 5e-4

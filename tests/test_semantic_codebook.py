@@ -1,18 +1,15 @@
 """recipes/build_semantic_codebook.py: features -> k-means -> a codebook the codec loads and encodes with."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "recipes"))
-import build_semantic_codebook as recipe  # noqa: E402
-
-sys.path.remove(str(REPO / "recipes"))
+recipe = import_recipe("build_semantic_codebook")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

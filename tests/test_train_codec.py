@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from semanticodec_hf.codec_training import EMAVectorQuantizerTrainer
 from semanticodec_hf.vae_mel import vae_log_mel, vae_mel_filters
+from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,12 +110,7 @@ def corpus(tmp_path_factory):
 
 
 def _train_codec():
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import train_codec
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
-    return train_codec
+    return import_recipe("train_codec")
 
 
 def _recipe(tmp_path, corpus, **train):
