@@ -76,7 +76,7 @@ class PatternLogitsProcessor:
                                  f"0..{layout.acoustic_vocab_size - 1} (give codes, not LM ids).")
         self._tables: Dict[Any, torch.Tensor] = {}  # per (name, device, width, rows)
         self._previous: Optional[torch.Tensor] = None  # the ids of the last call
-        self._state: Optional[torch.Tensor] = None  # float [B, 3]: semantic ids, acoustic ids, <eos> seen
+        self._state: Optional[torch.Tensor] = None  # int64 [B, 3]: semantic ids, acoustic ids, <eos> seen
 
     # ------------------------------------------------------------------------------------------- the rule
     def _rule(self, frame_open: bool, more: bool, has_frame: bool, finished: bool, no_acoustic: bool,
@@ -102,11 +102,19 @@ class PatternLogitsProcessor:
                                  "(beams included).")
 
     def _mode(self, state: torch.Tensor) -> torch.Tensor:
-        """[B] mode code: bit k says whether fact k of `_FACTS` holds, each a linear test `state @ A + b > 0`
-        (b holds each row's target and number of forced acoustic ids)."""
-        device = state.device
-        facts = torch.addmm(self._table("offsets", device, rows=state.shape[0]), state, self._table("weights", device))
-        return ((facts > 0) * self._table("bits", device)).sum(dim=1)
+        """[B] mode code: bit k says whether fact k of `_FACTS` holds. Integer comparisons, so counts stay exact
+        under autocast and at any length."""
+        device, rows = state.device, state.shape[0]
+        semantic, acoustic, eos = state.unbind(dim=1)
+        facts = torch.stack([
+            semantic > acoustic,  # frame_open
+            semantic < self._table("targets", device, rows=rows),  # more
+            semantic > 0,  # has_frame
+            eos > 0,  # finished
+            acoustic == 0,  # no_acoustic
+            acoustic < self._table("forced_counts", device, rows=rows),  # forced_due
+        ], dim=1)
+        return (facts.long() * self._table("bits", device)).sum(dim=1)
 
     # ------------------------------------------------------------------------------------------- tables
     def _table(self, name: str, device: torch.device, width: int = 0, rows: int = 0) -> torch.Tensor:
@@ -119,21 +127,18 @@ class PatternLogitsProcessor:
     def _build_table(self, name: str, width: int, rows: int) -> torch.Tensor:
         layout = self.layout
         if name == "effects":  # appending id i: state = state * effects[i, 0] + effects[i, 1]
-            effects = torch.zeros(max(width, layout.vocab_size), 2, 3)
+            effects = torch.zeros(max(width, layout.vocab_size), 2, 3, dtype=torch.long)
             effects[:, 0] = 1
             effects[: layout.acoustic_offset, 1, 0] = 1
             effects[layout.acoustic_offset: layout.special_offset, 1, 1] = 1
             effects[layout.eos_token_id, 1, 2] = 1
             effects[[layout.bos_token_id, layout.sep_token_id], 0] = 0  # a new body starts
             return effects
-        if name == "weights":  # columns: the facts of _FACTS as linear functions of (n_sem, n_ac, eos seen)
-            return torch.tensor([[1.0, -1.0, 1.0, 0.0, 0.0, 0.0],
-                                 [-1.0, 0.0, 0.0, 0.0, -1.0, -1.0],
-                                 [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
-        if name == "offsets":  # per row: target - n_sem > 0, 0.5 - n_ac > 0, forced - n_ac > 0
-            target = self.target_frames or [2 ** 24] * rows  # no target: always more
+        if name == "targets":  # per row: the frames to reach (no target: always more)
+            return torch.tensor(self.target_frames or [2 ** 62] * rows, dtype=torch.long)
+        if name == "forced_counts":  # per row: how many acoustic ids are forced
             forced = [len(f) for f in self.forced_acoustic] if self.forced_acoustic is not None else [0] * rows
-            return torch.tensor([[0.0, float(t), 0.0, 0.0, 0.5, float(f)] for t, f in zip(target, forced)])
+            return torch.tensor(forced, dtype=torch.long)
         if name == "forced":  # [rows, longest]: LM ids of each row's forced acoustic codes (read where due)
             longest = max([len(f) for f in self.forced_acoustic] + [1])
             forced = torch.zeros(len(self.forced_acoustic), longest, dtype=torch.long)
@@ -158,7 +163,7 @@ class PatternLogitsProcessor:
 
     # ------------------------------------------------------------------------------------------- row state
     def _scan(self, ids: torch.Tensor) -> torch.Tensor:
-        """Float [B, 3] (semantic ids, acoustic ids, `<eos>` seen) of each row of `ids` [B, L], counted after the
+        """Int64 [B, 3] (semantic ids, acoustic ids, `<eos>` seen) of each row of `ids` [B, L], counted after the
         row's last `<bos>`/`<sep>` (or, with neither, from its first non-`<pad>` id)."""
         layout = self.layout
         positions = torch.arange(ids.shape[1], device=ids.device)
@@ -169,13 +174,13 @@ class PatternLogitsProcessor:
         semantic = (body & (ids < layout.acoustic_offset)).sum(dim=1)
         acoustic = (body & (ids >= layout.acoustic_offset) & (ids < layout.special_offset)).sum(dim=1)
         finished = (body & (ids == layout.eos_token_id)).any(dim=1)
-        return torch.stack([semantic, acoustic, finished.long()], dim=1).float()
+        return torch.stack([semantic, acoustic, finished.long()], dim=1)
 
     def _advance(self, state: torch.Tensor, new: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """The state after appending the ids `new` [B] (< `vocab_size`): what `_scan` of the longer ids gives
         (the `<eos>` column may count past 1; only > 0 matters)."""
         effects = self._table("effects", new.device, width=vocab_size)[new]
-        return torch.addcmul(effects[:, 1], state, effects[:, 0])
+        return state * effects[:, 0] + effects[:, 1]
 
     def _blocked(self, state: torch.Tensor, width: int) -> torch.Tensor:
         """Bool [B, width]: True where a row may NOT write the id next (ids past the layout's: always)."""
@@ -185,7 +190,7 @@ class PatternLogitsProcessor:
             only = self._table("forced_only", state.device)[code]
             rows = torch.arange(state.shape[0], device=state.device)[only]
             table = self._table("forced", state.device)
-            blocked[rows, table[rows, state[rows, 1].long()]] = False
+            blocked[rows, table[rows, state[rows, 1]]] = False
         return blocked
 
     def allowed(self, row: int, ids: np.ndarray) -> torch.Tensor:

@@ -100,6 +100,24 @@ def test_processor_masks_exactly_what_the_pattern_allows():
         PatternLogitsProcessor(layout, "semantic_then_acoustic")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, None])
+def test_long_rows_are_counted_exactly_also_under_autocast(dtype):
+    """Frame counts past bfloat16's exact integers (256): 399 of 400 frames written must still allow a semantic
+    id, and the incremental path must agree with a fresh scan, under autocast as GPU generation often runs."""
+    layout, bos = LAYOUT, LAYOUT.bos_token_id
+    frames = [bos] + [3, 19] * 399
+    processor = PatternLogitsProcessor(layout, "interleaved", target_frames=[400])
+    scores = torch.zeros(1, layout.vocab_size)
+    context = torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
+    with context:
+        first = processor(torch.tensor([frames]), scores)  # a fresh scan
+        after = processor(torch.tensor([frames + [4]]), scores)  # the incremental step: one more semantic id
+        last = processor(torch.tensor([frames + [4, 20]]), scores)
+    assert torch.isfinite(first[0, :16]).all() and torch.isinf(first[0, 16:]).all()
+    assert torch.isfinite(after[0, 16:32]).all() and torch.isinf(after[0, :16]).all()
+    assert torch.isfinite(last[0]).sum() == 1 and torch.isfinite(last[0, layout.eos_token_id])
+
+
 @pytest.fixture(scope="module")
 def tiny_codec():
     return SemantiCodecAudioTokenizer.tiny(seed=0)
