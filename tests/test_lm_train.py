@@ -193,13 +193,16 @@ def test_resume_refuses_a_changed_recipe_and_accepts_changed_intervals(tmp_path,
     summary = main(["--config", str(config), "--set", "train.log_every=2", "train.eval_every=2", "train.save_every=2",
                     "train.keep_checkpoints=1", "train.num_workers=1", "data.max_eval_blocks=1", "train.log_with=[]"])
     assert summary["resumed_from"] == 6
-    # --resume no starts over in the same folder: the old run's checkpoints go, the new run's stay
+    # --resume no starts over in the same folder: the old run's checkpoints and log are moved aside, not lost
     capsys.readouterr()
     summary = main(["--config", str(config), "--resume", "no", "--set", "train.learning_rate=0.5",
                     "train.max_steps=4", "train.save_every=2"])
     assert summary["resumed_from"] is None
-    assert "deleting the 2 checkpoint(s)" in capsys.readouterr().err
+    assert "moved to" in capsys.readouterr().err
     assert [step for step, _ in checkpoints(run)] == [2, 4]
+    (previous,) = (run / "previous-runs").iterdir()
+    assert checkpoints(previous)[-1][0] == 6  # the old run, intact
+    assert json.loads((previous / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
     assert main(["--config", str(config), "--set", "train.learning_rate=0.5", "train.max_steps=4",
                  "train.save_every=2"])["resumed_from"] == 4
 

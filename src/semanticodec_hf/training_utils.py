@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -131,7 +132,7 @@ def check_resume_recipe(checkpoint: Path, config: Dict[str, Any], neutral: Seque
         raise ValueError(
             f"Cannot resume {checkpoint}: the recipe differs from the one it was trained with ({listed}). Resuming "
             "would continue that run with other settings, not train this recipe. Undo the change to resume, start "
-            "over in this folder with --resume no (its old checkpoints are deleted), or give a new output folder "
+            "over in this folder with --resume no (its checkpoints and metrics are moved aside, not deleted), or give a new output folder "
             "(--output-dir)."
         )
 
@@ -200,13 +201,34 @@ class MetricsLog:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
+def set_previous_run_aside(output: Path) -> Optional[Path]:
+    """Move a previous run's `checkpoints/` and `metrics.jsonl` to `previous-runs/<UTC time>/` so that a run
+    started over in the same folder neither mixes with them nor destroys them; returns where they went."""
+    output = Path(output)
+    moving = [path for path in (output / "checkpoints", output / "metrics.jsonl") if path.exists()]
+    if not moving:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = output / "previous-runs" / stamp
+    suffix = 1
+    while target.exists():
+        target, suffix = output / "previous-runs" / f"{stamp}-{suffix}", suffix + 1
+    target.mkdir(parents=True)
+    for path in moving:
+        shutil.move(str(path), str(target / path.name))
+    print(f"--resume no: the previous run's {' and '.join(p.name for p in moving)} moved to {target} "
+          "(delete it when you no longer need it)", file=sys.stderr)
+    return target
+
+
 def start_run(accelerator, output: Path, resume: str, project: str, config: Dict[str, Any],
               neutral: Sequence[str] = RESUME_NEUTRAL_KEYS):
     """Resume from a checkpoint if asked (`auto`: the newest), open the metrics log and the trackers.
 
     A resume is refused (`ValueError`) when `config` differs from the recipe stored in the checkpoint outside
-    the `neutral` keys. `resume="no"` starts over: the folder's old checkpoints are deleted first, otherwise the
-    new run's first checkpoints would be pruned as the oldest and `auto` would later pick the old run's.
+    the `neutral` keys. `resume="no"` starts over: the folder's old checkpoints and metrics log are moved aside
+    first (`set_previous_run_aside`), otherwise the new run's first checkpoints would be pruned as the oldest and
+    `auto` would later pick the old run's.
     Returns `(start_step, log)`; call after `prepare` and `register_for_checkpointing`.
     """
     start_step = 0
@@ -216,12 +238,8 @@ def start_run(accelerator, output: Path, resume: str, project: str, config: Dict
         start_step = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
     elif resume == "no":
-        old = checkpoints(output)
-        if old and accelerator.is_main_process:
-            print(f"--resume no: deleting the {len(old)} checkpoint(s) of the previous run in {Path(output) / 'checkpoints'}",
-                  file=sys.stderr)
-            for _, path in old:
-                shutil.rmtree(path)
+        if accelerator.is_main_process:
+            set_previous_run_aside(output)
         accelerator.wait_for_everyone()
     log = MetricsLog(accelerator, output, start_step)
     accelerator.init_trackers(project, config=flat_hparams(config))
