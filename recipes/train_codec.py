@@ -265,17 +265,23 @@ def mel_image(mel: torch.Tensor) -> np.ndarray:
 def validation_diffusion_loss(module, windows: torch.Tensor, mels: torch.Tensor, seed: int) -> float:
     """Mean diffusion loss of a batch over `VALIDATION_TIMESTEPS`, each with the same seeded noise (eval mode:
     no conditioning dropout, no codebook update)."""
-    device = windows.device
+    # The draws of `module(...)` with fixed timesteps, in its order (conditioning, latents, noise), made once:
+    # only the UNet call depends on the timestep.
+    generator = torch.Generator().manual_seed(seed + 12345)
+    conditioning, _, _ = module.conditioning(windows, generator)
+    clean = module.latents(mels, generator)
+    noise = torch.randn(clean.shape, generator=generator).to(clean)
     losses = []
     for timestep in VALIDATION_TIMESTEPS:
-        timesteps = torch.full((windows.shape[0],), timestep, dtype=torch.long, device=device)
-        losses.append(float(module(windows, mels, torch.Generator().manual_seed(seed + 12345), timesteps).diffusion))
+        timesteps = torch.full((windows.shape[0],), timestep, dtype=torch.long, device=windows.device)
+        losses.append(float(module.diffusion_loss(conditioning, clean, noise, timesteps)))
     return float(np.mean(losses))
 
 
 def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[str, float]:
-    """`semanticodec_hf.metrics` on each validation clip's own samples (padding excluded), averaged; a clip a
-    metric cannot score (e.g. SI-SDR of a silent reference, NaN output of a diverged model) counts as NaN."""
+    """`semanticodec_hf.metrics` on each validation clip's own samples (padding excluded), averaged over the clips a
+    metric applies to (SI-SDR of a silent reference is undefined: that clip is left out, NaN if none is left); a
+    NaN output of a diverged model stays NaN, so divergence shows."""
     from semanticodec_hf.metrics import mel_distance, multi_resolution_stft_distance, si_sdr
 
     metrics = {"val/mel_distance": mel_distance, "val/stft_distance": multi_resolution_stft_distance,
@@ -283,12 +289,16 @@ def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[
     values: Dict[str, List[float]] = {name: [] for name in metrics}
     for segment, estimate in zip(segments, audio):
         reference, estimate = segment.samples[: segment.valid].double(), estimate[: segment.valid].double()
+        if not bool(torch.isfinite(estimate).all()):  # a diverged model: every score NaN (the metrics refuse it)
+            for scores in values.values():
+                scores.append(float("nan"))
+            continue
         for name, metric in metrics.items():
             try:
                 values[name].append(metric(reference, estimate, 16000))
             except ValueError:
-                values[name].append(float("nan"))
-    return {name: float(np.mean(scores)) for name, scores in values.items()}
+                continue
+    return {name: float(np.mean(scores)) if scores else float("nan") for name, scores in values.items()}
 
 
 @torch.no_grad()

@@ -372,3 +372,19 @@ def test_short_and_empty_clips_do_not_abort_a_run(tmp_path, capsys):
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     with pytest.raises(ValueError, match="broken.wav"):
         train_codec.SegmentSource([str(tmp_path / "broken.wav")], extractor)
+
+
+def test_validation_scores_leave_out_what_a_metric_cannot_score_but_show_divergence():
+    train_codec = _train_codec()
+    rng = np.random.default_rng(0)
+    samples = torch.from_numpy(0.1 * rng.standard_normal(16000))
+    empty = torch.zeros(1024, 128), torch.zeros(1024, 64)
+    speech = train_codec.Segment(*empty, samples, 16000)
+    silent = train_codec.Segment(*empty, torch.zeros(16000, dtype=torch.float64), 16000)
+    estimate = samples + 0.01 * torch.from_numpy(rng.standard_normal(16000))
+    scores = train_codec.reconstruction_scores([speech, silent], torch.stack([estimate, estimate]))
+    alone = train_codec.reconstruction_scores([speech], estimate[None])
+    assert scores["val/si_sdr"] == pytest.approx(alone["val/si_sdr"])  # the silent reference is left out of SI-SDR
+    assert math.isfinite(scores["val/mel_distance"]) and scores["val/mel_distance"] != alone["val/mel_distance"]
+    diverged = train_codec.reconstruction_scores([speech], torch.full((1, 16000), float("nan")))
+    assert all(math.isnan(value) for value in diverged.values())

@@ -181,20 +181,28 @@ class SemantiCodecTrainingModule(nn.Module):
     def forward(self, windows: torch.Tensor, mel: torch.Tensor, generator: torch.Generator,
                 timesteps: Optional[torch.Tensor] = None) -> CodecLosses:
         """Losses of one batch; `timesteps` `[B]` fixes the DDPM timesteps (validation), else they are drawn."""
-        decoder = self.codec.decoder
         conditioning, commitment, usage = self.conditioning(windows, generator)
         clean = self.latents(mel, generator)
         if timesteps is None:
-            timesteps = torch.randint(0, decoder.sqrt_alphas_cumprod.shape[0], (clean.shape[0],), generator=generator)
+            timesteps = torch.randint(0, self.codec.decoder.sqrt_alphas_cumprod.shape[0], (clean.shape[0],),
+                                      generator=generator)
         noise = torch.randn(clean.shape, generator=generator).to(clean)
-        # The checkpoint's own schedule buffers (bit-identical to the original's), not a re-derived schedule.
-        a = decoder.sqrt_alphas_cumprod[timesteps.to(clean.device)].view(-1, 1, 1, 1)
-        s = decoder.sqrt_one_minus_alphas_cumprod[timesteps.to(clean.device)].view(-1, 1, 1, 1)
-        noisy, target = a * clean + s * noise, a * noise - s * clean
-        prediction = decoder.predict_v(noisy, timesteps.to(clean.device), conditioning)
-        diffusion = F.mse_loss(prediction.float(), target)
+        diffusion = self.diffusion_loss(conditioning, clean, noise, timesteps)
         return CodecLosses(diffusion + self.commitment_weight * commitment, diffusion.detach(), commitment.detach(),
                            usage)
+
+    def diffusion_loss(self, conditioning: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                       timesteps: torch.Tensor) -> torch.Tensor:
+        """v-prediction MSE of the UNet on `clean` latents noised with `noise` at `timesteps` `[B]` (on its own,
+        so validation can score several timesteps of one batch without recomputing conditioning and latents)."""
+        decoder = self.codec.decoder
+        timesteps = timesteps.to(clean.device)
+        # The checkpoint's own schedule buffers (bit-identical to the original's), not a re-derived schedule.
+        a = decoder.sqrt_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        s = decoder.sqrt_one_minus_alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy, target = a * clean + s * noise, a * noise - s * clean
+        prediction = decoder.predict_v(noisy, timesteps, conditioning)
+        return F.mse_loss(prediction.float(), target)
 
 
 def trainable_parameters(module: nn.Module) -> Dict[str, int]:
