@@ -146,8 +146,12 @@ def read_mono_16k(path: Path) -> np.ndarray:
     return to_mono_16k(audio.T, rate)
 
 
+def _suffixes(extensions: str) -> set:
+    return {"." + e.lower().lstrip(".") for e in extensions.split(",")}
+
+
 def audio_files(folder: Path, extensions: str) -> List[Path]:
-    wanted = {"." + e.lower().lstrip(".") for e in extensions.split(",")}
+    wanted = _suffixes(extensions)
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
 
 
@@ -247,9 +251,11 @@ def parse_estimate(text: str) -> EstimateSpec:
     return EstimateSpec(name, Path(folder), values[0], values[1])
 
 
-def _stem_key(name: str) -> str:
-    """A clip name without its audio extension (how references and estimates are matched)."""
-    return Path(name).with_suffix("").as_posix()
+def _stem_key(name: str, extensions: str) -> str:
+    """A clip name without its audio extension (how references and estimates are matched); other dots stay, so
+    `utt.001` and `utt.002` remain two clips."""
+    path = Path(name)
+    return (path.with_suffix("") if path.suffix.lower() in _suffixes(extensions) else path).as_posix()
 
 
 def match_estimates(clips: List[Clip], spec: EstimateSpec, extensions: str) -> Dict[str, Path]:
@@ -260,10 +266,10 @@ def match_estimates(clips: List[Clip], spec: EstimateSpec, extensions: str) -> D
         raise SystemExit(f"error: {spec.name}: estimate folder {spec.folder} does not exist (or is not a folder).")
     candidates: Dict[str, List[Path]] = {}
     for path in audio_files(spec.folder, extensions):
-        candidates.setdefault(_stem_key(path.relative_to(spec.folder).as_posix()), []).append(path)
+        candidates.setdefault(_stem_key(path.relative_to(spec.folder).as_posix(), extensions), []).append(path)
     found, missing = {}, []
     for clip in clips:
-        matches = candidates.get(_stem_key(clip.name), [])
+        matches = candidates.get(_stem_key(clip.name, extensions), [])
         if len(matches) > 1:
             raise SystemExit(f"error: {spec.name}: several reconstructions of {clip.name} in {spec.folder}: "
                              + " and ".join(str(m.relative_to(spec.folder)) for m in matches)
@@ -276,7 +282,7 @@ def match_estimates(clips: List[Clip], spec: EstimateSpec, extensions: str) -> D
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
         raise SystemExit(f"error: {spec.name}: no reconstruction of {shown} in {spec.folder} ({len(missing)} of "
                          f"{len(clips)} clips; same relative name, any audio extension).")
-    wanted = {_stem_key(clip.name) for clip in clips}
+    wanted = {_stem_key(clip.name, extensions) for clip in clips}
     extra = sorted(str(p.relative_to(spec.folder)) for key, paths in candidates.items() if key not in wanted
                    for p in paths)
     if extra:
@@ -286,10 +292,10 @@ def match_estimates(clips: List[Clip], spec: EstimateSpec, extensions: str) -> D
     return found
 
 
-def check_unique_stems(clips: List[Clip]) -> None:
+def check_unique_stems(clips: List[Clip], extensions: str) -> None:
     seen: Dict[str, str] = {}
     for clip in clips:
-        key = _stem_key(clip.name)
+        key = _stem_key(clip.name, extensions)
         if key in seen:
             raise SystemExit(f"error: references {seen[key]} and {clip.name} differ only by extension, so their "
                              "reconstructions could not be told apart; rename one.")
@@ -345,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"error: {len(empty)} reference(s) without samples: {', '.join(empty[:5])}; remove them.")
     specs = [parse_estimate(text) for text in args.estimate]
     if specs:
-        check_unique_stems(clips)
+        check_unique_stems(clips, args.extensions)
     speech = [args.all_speech or clip.domain in set(args.speech_domains) for clip in clips]
 
     systems: Dict[str, Dict[str, np.ndarray]] = {}

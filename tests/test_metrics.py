@@ -470,3 +470,15 @@ def test_recipe_loads_a_hub_dataset_by_name(tmp_path, monkeypatch):
                                    "--estimate-dir", str(estimates), "--output", str(tmp_path / "r2")])
     assert calls[-1] == ("someone/eval-set", "test")
     assert out["results"]["est"]["overall"]["clips"] == 2
+
+
+def test_dotted_clip_names_keep_their_dots_when_matched(tmp_path):
+    """Only an audio extension is stripped: dataset names such as `utt.001` stay two distinct clips."""
+    evaluate = _evaluate_recipe()
+    for name in ("utt.001.wav", "utt.002.flac", "other.wav"):
+        sf.write(str(tmp_path / name), _noise(seconds=0.2).astype(np.float32), SR)
+    clips = [evaluate.Clip(name, np.zeros(10), "all") for name in ("utt.001", "utt.002", "other.wav")]
+    evaluate.check_unique_stems(clips, "wav,flac")
+    found = evaluate.match_estimates(clips, evaluate.EstimateSpec("x", tmp_path, None, None), "wav,flac")
+    assert {name: path.name for name, path in found.items()} == {
+        "utt.001": "utt.001.wav", "utt.002": "utt.002.flac", "other.wav": "other.wav"}
