@@ -74,6 +74,7 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
                         help="sampler:steps pairs timed on one window")
     parser.add_argument("--encode-only", action="store_true", help="skip the decode measurements")
     parser.add_argument("--decoder-dtypes", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16", "float16"],
                         help="decoder precisions timed per sampler (float32 is the original's; bfloat16 is opt-in)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
@@ -106,7 +107,8 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
               f"enc_ratio={enc_n / enc1:.2f} dec_b1_x={dec1:.4f} dec_b{args.batch}_x={dec_n:.4f} "
               f"dec_ratio={dec_n / dec1:.2f}")
         timings = {}
-        for dtype in args.decoder_dtypes:  # float32 first: converting to bfloat16 is lossy, in place
+        # float32 first whatever the order given: converting to bfloat16 is lossy and in place
+        for dtype in sorted(set(args.decoder_dtypes), key=lambda name: name != "float32"):
             model.set_decoder_dtype(dtype)
             suffix = "" if dtype == "float32" else f"@{dtype}"
             for spec in args.samplers:
