@@ -7,6 +7,7 @@ nodes, mixed precision backend) is accelerate's business, so the same recipe run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from dataclasses import dataclass, field
@@ -200,19 +201,23 @@ def recipe_from_dict(data: Dict[str, Any]) -> LMRecipe:
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
 
-def load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, except that `1e-3` is the float 1e-3 (as in YAML 1.2 and Python), not the string '1e-3'."""
+@functools.lru_cache(maxsize=None)
+def _recipe_loader() -> type:
+    """PyYAML's SafeLoader plus the exponent-float rule (built once; yaml is imported only when recipes are read)."""
     import yaml
 
     class RecipeLoader(yaml.SafeLoader):
         pass
 
     RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
-    return yaml.load(text, Loader=RecipeLoader)
+    return RecipeLoader
 
 
-def _parse_value(text: str) -> Any:
-    return load_yaml(text)
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, except that `1e-3` is the float 1e-3 (as in YAML 1.2 and Python), not the string '1e-3'."""
+    import yaml
+
+    return yaml.load(text, Loader=_recipe_loader())
 
 
 def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
@@ -227,7 +232,7 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ValueError(f"Override {item!r}: {key!r} is not a section.")
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = load_yaml(text)
     return data
 
 
