@@ -388,3 +388,23 @@ def test_validation_scores_leave_out_what_a_metric_cannot_score_but_show_diverge
     assert math.isfinite(scores["val/mel_distance"]) and scores["val/mel_distance"] != alone["val/mel_distance"]
     diverged = train_codec.reconstruction_scores([speech], torch.full((1, 16000), float("nan")))
     assert all(math.isnan(value) for value in diverged.values())
+
+
+def test_validation_loss_equals_the_training_module_at_each_fixed_timestep(learnable_codec, steady_corpus):
+    """Validation computes conditioning, latents and noise once for its four timesteps: it must score exactly
+    what the training module's own forward does with the same seed at each of them."""
+    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
+    from semanticodec_hf.codec_training import SemantiCodecTrainingModule
+
+    train_codec = _train_codec()
+    source = train_codec.SegmentSource(sorted(str(p) for p in steady_corpus.glob("*.wav")),
+                                       SemantiCodecFeatureExtractor.from_pretrained(learnable_codec))
+    windows, mels = source.batch([0, 1], [0.0, 0.0])
+    module = SemantiCodecTrainingModule(SemantiCodecModel.from_pretrained(learnable_codec)).eval()
+    with torch.no_grad():
+        shared = train_codec.validation_diffusion_loss(module, windows, mels, seed=3)
+        each = [float(module(windows, mels, torch.Generator().manual_seed(3 + 12345),
+                             torch.full((windows.shape[0],), t, dtype=torch.long)).diffusion)
+                for t in train_codec.VALIDATION_TIMESTEPS]
+    assert shared == pytest.approx(float(np.mean(each)), rel=1e-6)
+    assert len(set(each)) == len(each)  # the timesteps really differ (the check is not vacuous)
