@@ -40,8 +40,9 @@ def build(size: str, token_rate: int):
     from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
 
     torch.manual_seed(0)
-    config = SemantiCodecConfig.tiny(token_rate=token_rate) if size == "tiny" else \
-        SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192)
+    if size == "tiny":
+        return SemantiCodecModel.tiny(token_rate=token_rate), SemantiCodecFeatureExtractor()
+    config = SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192)
     return SemantiCodecModel(config).eval(), SemantiCodecFeatureExtractor()
 
 

@@ -44,9 +44,12 @@ def child(size: str, token_rate: int, direction: str, minutes: float, steps: int
     from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
 
     torch.manual_seed(0)
-    config = SemantiCodecConfig.tiny(token_rate=token_rate) if size == "tiny" else \
-        SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192)
-    model, extractor = SemantiCodecModel(config).eval(), SemantiCodecFeatureExtractor()
+    if size == "tiny":
+        model = SemantiCodecModel.tiny(token_rate=token_rate)
+    else:
+        model = SemantiCodecModel(SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192))
+    config, extractor = model.config, SemantiCodecFeatureExtractor()
+    model.eval()
     samples = int(minutes * 60 * 16000)
     rng = np.random.default_rng(0)
     codes = None

@@ -25,7 +25,9 @@ def test_roundtrip_tiny_writes_codes_and_audio(stereo_wav, tmp_path, capsys):
     codes = np.load(tmp_path / "out.codes.npy")
     # 1.3 s -> d = 1.44 s -> 8 * 1.44 / 0.16 = 72 frames at 100 tokens/s (the original's budget)
     assert codes.shape == (2, 72) and codes.dtype == np.int64
+    assert all(len(np.unique(row)) > 3 for row in codes), "the tiny model's ids must vary with the audio"
     audio, rate = sf.read(out)
+    assert np.sqrt(np.mean(audio ** 2)) > 1e-2, "the tiny model's reconstruction must be audible, not PCM zeros"
     # trimmed to the input's duration at 16 kHz, not the original's rounded-up 72 * 0.02 s
     assert rate == 16000 and len(audio) == round(1.3 * 16000)
     assert "100 tokens/s" in captured.out and "frames" in captured.out
@@ -116,9 +118,14 @@ def test_compress_info_decompress_single_file(stereo_wav, tmp_path, capsys):
     assert cli_main(["decompress", str(sct), str(out), "--seed", "3"] + DECODE) == 0
     audio, rate = sf.read(out)
     assert rate == 16000 and len(audio) == num_samples  # trimmed to the input's length, not the token budget
+    assert np.sqrt(np.mean(audio ** 2)) > 1e-2, "an equality check on silence would prove nothing"
     again = tmp_path / "again.wav"
     assert cli_main(["decompress", str(sct), str(again), "--seed", "3"] + DECODE) == 0
     assert np.array_equal(sf.read(again)[0], audio)
+    other_seed = tmp_path / "seed4.wav"
+    assert cli_main(["decompress", str(sct), str(other_seed), "--seed", "4"] + DECODE) == 0
+    assert np.abs(sf.read(other_seed)[0] - audio).max() > 0.1 * np.abs(audio).max()
+    other_seed.unlink()
     native = tmp_path / "native.wav"
     assert cli_main(["decompress", str(sct), str(native), "--original-rate"] + DECODE) == 0
     audio, rate = sf.read(native)
@@ -136,6 +143,9 @@ def test_folders_and_globs_batch_exactly_like_single_files(tmp_path):
     assert listing(tmp_path / "sct") == ["a.sct", "sub", "sub/b.sct", "sub/c.sct"]
     assert cli_main(["decompress", str(tmp_path / "sct"), str(tmp_path / "wav"), "--batch-size", "3"] + DECODE) == 0
     assert listing(tmp_path / "wav") == ["a.wav", "sub", "sub/b.wav", "sub/c.wav"]
+    batched_codes = [read_sct(tmp_path / "sct" / f"{name}.sct")[1] for name in ("a", "sub/b", "sub/c")]
+    assert all(len(np.unique(codes[1])) > 3 for codes in batched_codes), "ids must vary for equality to mean much"
+    assert not np.array_equal(batched_codes[0][:, :20], batched_codes[1][:, :20])  # files keep their own codes
     for name in ("a", "sub/b", "sub/c"):  # each file alone gives the same codes and the same waveform
         alone_sct, alone_wav = tmp_path / "alone.sct", tmp_path / "alone.wav"
         source = next(src.glob(f"{name}.*"))
@@ -162,6 +172,7 @@ def test_encode_decode_npy_and_pt(stereo_wav, tmp_path):
     for name in ("x.npy", "x.pt", "x.sct"):
         assert cli_main(["decode", str(tmp_path / name), str(tmp_path / f"{name}.wav")] + DECODE) == 0
     npy_audio, pt_audio, sct_audio = (sf.read(tmp_path / f"x.{s}.wav")[0] for s in ("npy", "pt", "sct"))
+    assert len(np.unique(npy[1])) > 3 and np.sqrt(np.mean(pt_audio ** 2)) > 1e-2, "compare real values"
     assert len(npy_audio) == reference_output_samples(72, 100)  # a bare array has no length: the original's
     assert np.array_equal(pt_audio, sct_audio) and len(pt_audio) == header.num_samples
     assert np.array_equal(npy_audio[: len(pt_audio)], pt_audio)
@@ -371,6 +382,8 @@ def test_soak_hundreds_of_random_files_round_trip_through_the_cli(tmp_path):
         audio, out_rate = sf.read(tmp_path / "wav" / f"{name}.wav")
         assert out_rate == 16000 and len(audio) == num_samples, name
     assert len(list((tmp_path / "wav").rglob("*.wav"))) == 300
+    distinct = {read_sct(tmp_path / "sct" / f"{name}.sct")[1].tobytes() for name in expected}
+    assert len(distinct) == 300, "every file must keep its own codes (the tiny model's ids vary with the audio)"
     # Spot check: files batched with others decode as alone. With 16 files per call the UNet runs 16-row chunks
     # instead of 2 rows, and MKL's kernels for other sizes round differently in the last float bit; after PCM_16
     # quantisation that can move a sample by one step (seen: 1 sample of 74684), never more.

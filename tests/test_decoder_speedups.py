@@ -133,16 +133,19 @@ def test_decoder_dtype_errors(tiny_decoder):
 
 
 def test_model_decodes_in_bfloat16_with_unchanged_codes():
-    torch.manual_seed(0)
-    model = SemantiCodecModel(SemantiCodecConfig.tiny()).eval()
+    model = SemantiCodecModel.tiny(seed=0)
     audio = torch.randn(16000 * 3, generator=torch.Generator().manual_seed(0)).numpy() * 0.1
     inputs = SemantiCodecFeatureExtractor()(audio, sampling_rate=16000, return_tensors="pt")
     codes = model.encode(**inputs).audio_codes
+    assert all(len(torch.unique(row)) > 3 for row in codes[0]), "ids must vary for the equality to mean anything"
+    reference = model.decode(codes, num_inference_steps=2, seed=0, num_samples=inputs["num_samples"]).audio_values
     assert model.set_decoder_dtype("bfloat16") is model
     assert torch.equal(model.encode(**inputs).audio_codes, codes)
     decoded = model.decode(codes, num_inference_steps=2, seed=0, num_samples=inputs["num_samples"])
     assert decoded.audio_values.dtype == torch.float32 and decoded.audio_values.shape[-1] == audio.shape[0]
     assert torch.isfinite(decoded.audio_values).all()
+    assert reference.pow(2).mean().sqrt() > 1e-2
+    assert 0 < _relative(decoded.audio_values, reference) < 0.1  # bfloat16 rounding, not another waveform
 
 
 def test_an_encoder_in_another_dtype_is_refused():
@@ -165,7 +168,7 @@ def test_cli_decoder_dtype(tmp_path, capsys):
     assert main(["roundtrip", str(source), str(tmp_path / "out.wav"), "--tiny", "--steps", "2", "--quiet",
                  "--decoder-dtype", "bfloat16"]) == 0
     wave, rate = sf.read(tmp_path / "out.wav")
-    assert rate == 16000 and len(wave) == 24000
+    assert rate == 16000 and len(wave) == 24000 and np.sqrt(np.mean(wave ** 2)) > 1e-2
     assert main(["roundtrip", str(source), str(tmp_path / "out2.wav"), "--tiny", "--steps", "2", "--quiet",
                  "--decoder-dtype", "float16"]) == 2
     assert "--decoder-dtype float16: float16 decoding is for GPUs" in capsys.readouterr().err

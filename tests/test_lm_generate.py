@@ -139,7 +139,11 @@ def test_continuation_has_the_requested_length_and_starts_with_the_prompt_recons
     # the same prompt alone, through the codec, reconstructs to the same audio (what `roundtrip` gives)
     alone = tiny_codec.model.decode(tiny_codec.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
                                     num_inference_steps=5, seed=3).audio_values[0, 0]
-    assert torch.allclose(out["audio"][0][:16000], alone, atol=1e-6)
+    assert alone.pow(2).mean().sqrt() > 1e-2, "the tiny codec must be audible for this comparison to mean anything"
+    torch.testing.assert_close(out["audio"][0][:16000], alone, rtol=1e-4, atol=1e-6)  # batch-size rounding only
+    other_seed = tiny_codec.model.decode(tiny_codec.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
+                                         num_inference_steps=5, seed=4).audio_values[0, 0]
+    assert (other_seed - alone).abs().max() > 0.1 * alone.abs().max()
     again = engine.continue_audio([prompts[0], prompts[1]], 16000, seconds=2.0, num_inference_steps=5,
                                   seed=3)
     assert torch.equal(again["ids"], out["ids"])  # seeded: the same batch gives the same continuation

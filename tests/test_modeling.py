@@ -50,22 +50,6 @@ def test_every_variant_has_the_published_size(token_rate, vocab):
 
 
 # ------------------------------------------------------------------------------------------ tiny model
-def _informative_tiny_model(token_rate: int = 100, seed: int = 0) -> SemantiCodecModel:
-    """A tiny random model whose codebooks are spread over its own feature space, so ids vary."""
-    torch.manual_seed(seed)
-    config = SemantiCodecConfig.tiny(token_rate=token_rate)
-    model = SemantiCodecModel(config).eval()
-    with torch.no_grad():
-        model.encoder.semantic_quantizer.centroids.normal_(0, 0.5)
-        model.encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
-        # The default init (std 0.01) shrinks the signal ~10x per vocoder layer, leaving ~1e-9 waveforms that any
-        # comparison would pass; fan-in scaling keeps decoded audio at a magnitude a test can tell apart.
-        for name, parameter in model.decoder.vocoder.named_parameters():
-            if name.endswith("weight") and parameter.ndim > 1:
-                parameter.normal_(0, (parameter[0].numel()) ** -0.5)
-    return model
-
-
 def _audio(seconds: float, seed: int, sampling_rate: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
@@ -75,8 +59,45 @@ def _audio(seconds: float, seed: int, sampling_rate: int = 16000) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = _informative_tiny_model()
-    return model, SemantiCodecFeatureExtractor()
+    return SemantiCodecModel.tiny(seed=0), SemantiCodecFeatureExtractor()
+
+
+def _rms(wave: torch.Tensor) -> float:
+    return float(wave.pow(2).mean().sqrt())
+
+
+def _peak_relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_tiny_model_carries_signal(tiny):
+    """Every test that compares the tiny model's codes or audio relies on these: ids that vary with the input,
+    audible output (a 0.1-amplitude input decodes well above 1e-3 RMS, PCM_16 is not all zeros), and output
+    that depends on the codes and on the seed. Seeded weights, global RNG left alone."""
+    model, feature_extractor = tiny
+    t = np.arange(48000) / 16000
+    quiet = (0.1 * np.sin(2 * np.pi * 440 * t * (1 + 0.3 * t))).astype(np.float32)
+    codes = model.encode(**feature_extractor(quiet, sampling_rate=16000)).audio_codes
+    other = model.encode(**feature_extractor(_audio(3.0, 2), sampling_rate=16000)).audio_codes
+    assert len(torch.unique(codes[0, 0])) > 3 and len(torch.unique(codes[0, 1])) > 3
+    assert (codes != other).float().mean() > 0.5, "different audio must give mostly different ids"
+
+    wave = model.decode(codes, seed=0, num_inference_steps=2).audio_values[0, 0]
+    assert _rms(wave) > 1e-2 and 0.05 < float(wave.abs().max()) < 1.0
+    assert (np.round(wave.numpy() * 32767) != 0).mean() > 0.9, "PCM_16 of the output must not be silence"
+    other_seed = model.decode(codes, seed=1, num_inference_steps=2).audio_values[0, 0]
+    assert _peak_relative_difference(other_seed, wave) > 0.1
+    other_codes = model.decode(other, seed=0, num_inference_steps=2).audio_values[0, 0]
+    assert _peak_relative_difference(other_codes, wave) > 0.1
+    zeros = model.decode(torch.zeros_like(codes), seed=0, num_inference_steps=2).audio_values[0, 0]
+    assert _peak_relative_difference(zeros, wave) > 0.1
+
+    state = torch.random.get_rng_state()
+    again, reseeded = SemantiCodecModel.tiny(seed=0), SemantiCodecModel.tiny(seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    assert not torch.equal(reseeded.encoder.semantic_quantizer.centroids, model.encoder.semantic_quantizer.centroids)
 
 
 def test_auto_classes_resolve_and_round_trip(tiny, tmp_path):
@@ -215,7 +236,7 @@ def test_long_input_keeps_its_length_and_cross_fades_every_seam(tiny):
 
 @pytest.mark.parametrize("token_rate", PUBLISHED_TOKEN_RATES)
 def test_forward_reconstructs_the_inputs_length(token_rate):
-    model = _informative_tiny_model(token_rate)
+    model = SemantiCodecModel.tiny(token_rate=token_rate)
     feature_extractor = SemantiCodecFeatureExtractor()
     clips = [_audio(3.3, 1), _audio(1.1, 2)]
     inputs = feature_extractor(clips, sampling_rate=16000)

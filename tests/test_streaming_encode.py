@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
+from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
 from semanticodec_hf.kaldi_fbank import FBANK_BLOCK_FRAMES, WINDOW_SAMPLES, extract_fbank, iter_normalised_fbank
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -16,13 +16,8 @@ LONG_SAMPLES = 16 * WINDOW_SAMPLES + 40000
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A tiny random model whose codebooks are spread over its own feature space, so ids vary."""
-    torch.manual_seed(0)
-    model = SemantiCodecModel(SemantiCodecConfig.tiny(token_rate=100)).eval()
-    with torch.no_grad():
-        model.encoder.semantic_quantizer.centroids.normal_(0, 0.5)
-        model.encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
-    return model
+    """The tiny random model (codebooks spread over its own feature space, so ids vary)."""
+    return SemantiCodecModel.tiny(seed=0)
 
 
 def _signal(samples: int, seed: int = 0) -> np.ndarray:
@@ -106,4 +101,6 @@ def test_cli_encodes_long_files_by_streaming(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "STREAM_ENCODE_WINDOWS", 100)
     assert cli.main(["encode", str(tmp_path / "long.wav"), str(tmp_path / "whole.npy"), "--tiny"]) == 0
     assert calls == [1]
-    assert np.array_equal(np.load(tmp_path / "streamed.npy"), np.load(tmp_path / "whole.npy"))
+    whole = np.load(tmp_path / "whole.npy")
+    assert all(len(np.unique(row)) > 3 for row in whole), "ids must vary for the comparison to mean anything"
+    assert np.array_equal(np.load(tmp_path / "streamed.npy"), whole)

@@ -207,8 +207,11 @@ def test_ids_to_audio(tiny):
     ids = tiny([chirp(1.0, 16000), chirp(0.4, 16000)], sampling_rate=16000)["input_ids"]
     waves = tiny.ids_to_audio(ids, num_inference_steps=2, seed=0)
     assert len(waves) == 2 and waves[0].ndim == 1 and waves[0].shape[0] > waves[1].shape[0] > 0
+    assert all(wave.pow(2).mean().sqrt() > 1e-2 for wave in waves), "the tiny codec must be audible"
     single = tiny.ids_to_audio(ids[1], num_inference_steps=2, seed=1)
     torch.testing.assert_close(single, waves[1], rtol=1e-4, atol=1e-6)  # batch-size rounding in the UNet
+    other_seed = tiny.ids_to_audio(ids[1], num_inference_steps=2, seed=0)  # item i of a batch uses seed + i
+    assert (other_seed - waves[1]).abs().max() > 0.1 * waves[1].abs().max()
     with pytest.raises(ValueError, match="semantic_only ids cannot be turned into audio"):
         SemantiCodecAudioTokenizer(tiny.model, pattern="semantic_only").ids_to_audio(ids[0][::2])
 

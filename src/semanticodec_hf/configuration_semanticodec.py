@@ -219,7 +219,9 @@ class SemantiCodecConfig(PretrainedConfig):
     def tiny(cls, token_rate: int = 100, semantic_vocab_size: int = 64, **kwargs: Any) -> "SemantiCodecConfig":
         """A few-million-parameter config with the real window geometry, for tests and smoke demos only.
 
-        Its random weights produce noise, not audio: never use it to judge quality.
+        Build the model with `SemantiCodecModel.tiny()`, which spreads its random weights so that ids vary and
+        the output is audible; `SemantiCodecModel(SemantiCodecConfig.tiny())` keeps zero codebooks (every id 0)
+        and a near-silent decoder. Either way the weights are random: never use it to judge quality.
         """
         pooling = list(_POOLING_BY_TOKEN_RATE[token_rate])
         hidden = 32

@@ -7,6 +7,7 @@ every per-item quirk of the original (token budget, window split, cross-fade, tr
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -36,6 +37,43 @@ def _check_positive(name: str, value: Optional[int], what: str, required: bool =
         return
     if value is None or isinstance(value, bool) or int(value) < 1:
         raise ValueError(f"{name} must be a positive {what}, got {value!r}.")
+
+
+MAX_NUM_SAMPLES = 2**63 - 1  # lengths become int64 tensors; anything larger overflowed deep inside `decode`
+
+
+def _sample_count(value, where: str) -> int:
+    """One requested output length as a Python int in `[1, MAX_NUM_SAMPLES]`, or a ValueError naming it (a float
+    was silently truncated, and 2**64 from a hostile code file raised an overflow from inside torch)."""
+    try:
+        if isinstance(value, bool) or (torch.is_tensor(value) and value.dtype == torch.bool):
+            raise TypeError
+        value = operator.index(value)  # int, numpy integer, one-element integer tensor; not float
+    except TypeError:
+        raise ValueError(f"num_samples{where} must be an integer number of 16 kHz samples, got {value!r}.") from None
+    if not 1 <= value <= MAX_NUM_SAMPLES:
+        raise ValueError(
+            f"num_samples{where} is {value}, outside [1, {MAX_NUM_SAMPLES}]; pass each item's 16 kHz input length "
+            "(what SemantiCodecFeatureExtractor returns as num_samples, or a .sct file's sample count)."
+        )
+    return value
+
+
+def _check_num_samples(num_samples, batch: int) -> List[int]:
+    """`num_samples` (an int, a sequence or an integer tensor) as one checked length per item."""
+    if torch.is_tensor(num_samples):
+        if num_samples.dtype.is_floating_point or num_samples.dtype == torch.bool:
+            raise ValueError(f"num_samples must be integer lengths, got a {num_samples.dtype} tensor.")
+        values = num_samples.reshape(-1).tolist()
+    elif isinstance(num_samples, (list, tuple)):
+        values = list(num_samples)
+    elif hasattr(num_samples, "reshape") and hasattr(num_samples, "tolist"):  # a numpy array
+        values = num_samples.reshape(-1).tolist()
+    else:
+        values = [num_samples]
+    if len(values) != batch:
+        raise ValueError(f"num_samples must hold one positive length per item ({batch}), got {values}.")
+    return [_sample_count(value, f"[{i}]") for i, value in enumerate(values)]
 
 
 @dataclass
@@ -80,6 +118,28 @@ class SemantiCodecOutput(ModelOutput):
     audio_values_lengths: Optional[torch.LongTensor] = None
 
 
+# Cross-attention value gain of the tiny model: at 8x, decoding random codes instead of the encoded ones moves
+# the waveform by ~10 % of its peak (1.6 % at 1x), so a test that mixes up codes sees it.
+_TINY_CROSS_ATTENTION_GAIN = 8.0
+
+
+@torch.no_grad()
+def _spread_random_weights(model: "SemantiCodecModel") -> None:
+    """Re-draw a random model's weights so that ids vary and decoded audio is audible (see `tiny`)."""
+    encoder, decoder = model.encoder, model.decoder
+    encoder.semantic_quantizer.centroids.normal_(0, 0.5)
+    encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
+    for module in list(decoder.unet.modules()) + list(decoder.vae.modules()):
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.reset_parameters()
+    for name, module in decoder.unet.named_modules():
+        if name.endswith("attn2"):
+            module.to_v.weight.mul_(_TINY_CROSS_ATTENTION_GAIN)
+    for name, parameter in decoder.vocoder.named_parameters():
+        if name.endswith("weight") and parameter.ndim > 1:
+            parameter.normal_(0, parameter[0].numel() ** -0.5)
+
+
 class SemantiCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     config_class = SemantiCodecConfig
     base_model_prefix = "semanticodec"
@@ -103,6 +163,29 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         self.encoder = SemantiCodecEncoder(config)
         self.decoder = SemantiCodecDecoder(config)
         self.post_init()
+
+    @classmethod
+    def tiny(
+        cls, seed: int = 0, token_rate: int = 100, semantic_vocab_size: int = 64, **config_kwargs
+    ) -> "SemantiCodecModel":
+        """A small RANDOM codec with the real window geometry whose output carries signal, for tests and demos.
+
+        A model built straight from `SemantiCodecConfig.tiny()` has all-zero codebooks (every id is 0) and
+        transformers' small-std init, which shrinks the waveform to ~1e-9: equality checks on it cannot fail.
+        Here the codebooks are spread over the random feature space (ids vary with the audio), the UNet and VAE
+        get PyTorch's fan-in-scaled init, the cross-attention values are scaled up so that the codes, not only
+        the noise, shape the output, and the vocoder keeps unit gain per layer (RMS ~0.06, peak ~0.3). The same
+        `seed` gives the same weights; the global RNG is left as it was. Its audio is noise: never judge quality
+        with it.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            config = SemantiCodecConfig.tiny(
+                token_rate=token_rate, semantic_vocab_size=semantic_vocab_size, **config_kwargs
+            )
+            model = cls(config)
+            _spread_random_weights(model)
+        return model.eval()
 
     # ------------------------------------------------------------------------------------------ encode
     def _window_counts(
@@ -376,6 +459,9 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         cross-faded and trimmed per item exactly like the original. Sampling is stochastic (DDIM eta=1):
         pass `seed` (an int, or one per item) or `generator` (one, or one per item) for reproducible output;
         with one seed/generator per item, an item decodes to the same waveform in any batch (up to float32 rounding).
+        `noise` replaces every random draw instead: a tensor `[windows, draws, 8, latent_frames, 16]` over all
+        windows of all items in order, x_T first and then one draw per DDIM step when eta > 0 (how the parity
+        tests replay the original's own draws).
 
         The original's output length rounds the input up to its 0.16 s token budget (one more patch at exact
         multiples of 10.24 s). Pass `num_samples` (the feature extractor's per-item 16 kHz input lengths) to
@@ -391,6 +477,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 audio_codes_lengths = torch.full((batch,), audio_codes.shape[-1], dtype=torch.long)
         lengths = torch.as_tensor(audio_codes_lengths if audio_codes_lengths is not None else [], dtype=torch.long).cpu()
         self._check_codes(audio_codes, lengths)
+        requested = _check_num_samples(num_samples, batch) if num_samples is not None else None
         config = self.config
         steps, guidance, eta = self._sampling_settings(num_inference_steps, guidance_scale, eta)
         item_generators = self._per_item_generators(generator, seed, batch)
@@ -426,11 +513,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                                              max_batch_size=max_batch_size)
 
         keep = [reference_output_samples(int(n), config.token_rate) for n in lengths]
-        if num_samples is not None:
-            num_samples = [int(n) for n in torch.as_tensor(num_samples).reshape(-1)]
-            if len(num_samples) != batch or min(num_samples) < 1:
-                raise ValueError(f"num_samples must hold one positive length per item ({batch}), got {num_samples}.")
-            keep = [min(k, n) for k, n in zip(keep, num_samples)]
+        if requested is not None:
+            keep = [min(k, n) for k, n in zip(keep, requested)]
         owner = torch.tensor(window_owner)
         outputs = []
         for item in range(batch):
@@ -478,9 +562,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         item_generator = generators[0] if generators is not None else None
         keep = reference_output_samples(frames, config.token_rate)
         if num_samples is not None:
-            if int(num_samples) < 1:
-                raise ValueError(f"num_samples must be positive, got {num_samples}.")
-            keep = min(keep, int(num_samples))
+            keep = min(keep, _sample_count(num_samples, ""))
 
         device = self.decoder.scale_factor.device
         codes = audio_codes.to(device)

@@ -512,26 +512,15 @@ class SemantiCodecAudioTokenizer:
     def tiny(
         cls, seed: int = 0, token_rate: int = 100, semantic_vocab_size: int = 64, **kwargs: Any
     ) -> "SemantiCodecAudioTokenizer":
-        """A tokenizer on a small RANDOM codec with the real window geometry, for tests and demos only.
-
-        Its codebooks are spread over the random feature space so ids vary with the audio; its decoder
-        produces noise. Never use it for anything but plumbing.
+        """A tokenizer on `SemantiCodecModel.tiny(seed)`: a small RANDOM codec with the real window geometry whose
+        ids vary with the audio and whose decoder output is audible noise, for tests and demos only. Never use
+        it for anything but plumbing.
         """
-        from .configuration_semanticodec import SemantiCodecConfig
         from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
         from .modeling_semanticodec import SemantiCodecModel
 
         logger.warning("Building a tiny RANDOM SemantiCodec (tests/demos only): its tokens mean nothing.")
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            config = SemantiCodecConfig.tiny(token_rate=token_rate, semantic_vocab_size=semantic_vocab_size)
-            model = SemantiCodecModel(config).eval()
-            with torch.no_grad():
-                model.encoder.semantic_quantizer.centroids.normal_(0, 0.5)
-                model.encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
-        finally:
-            torch.random.set_rng_state(state)
+        model = SemantiCodecModel.tiny(seed=seed, token_rate=token_rate, semantic_vocab_size=semantic_vocab_size)
         return cls(model, SemantiCodecFeatureExtractor(), **kwargs)
 
 
