@@ -1,5 +1,6 @@
-"""Shared pytest setup: fixtures folder, the parity weight recipe, and the `slow` marker."""
+"""Shared pytest setup: fixtures folder, the parity weight recipe, the stored decode noise, and the `slow` marker."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # Spinning OpenMP workers starve each other (and forked dataset workers) on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -24,6 +26,22 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return TESTS / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def stored_decode_noise(fixtures_dir: Path) -> torch.Tensor:
+    """Every `torch.randn` draw of the original's decode of fixture_tr100_v8192_s0, shaped for the `noise=`
+    argument of `decode` / `sample_latents`: [windows, 1 + DDIM steps, 8, 256, 16] (x_T first, windows in order,
+    as the fixture's json states)."""
+    meta = json.loads((fixtures_dir / "fixture_tr100_v8192_s0.json").read_text())
+    draws = meta["ddim_steps"] + 1  # eta > 0: x_T, then one draw per step
+    windows, leftover = divmod(meta["decode_noise_draws"], draws)
+    assert leftover == 0 and meta["ddim_eta"] > 0, meta
+    stored = np.load(fixtures_dir / "fixture_tr100_v8192_s0_decoder.npz")
+    return torch.stack([
+        torch.cat([torch.from_numpy(stored[f"decode_noise_{w * draws + k:03d}"]) for k in range(draws)])
+        for w in range(windows)
+    ])
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The converter: official-layout files on disk -> CLI -> AutoModel, matching the parity fixtures;
-the Hub path with the download patched; strict key accounting for every variant; bad files."""
+"""The converter: official-layout files on disk -> CLI -> AutoModel, matching the parity fixtures (the
+public `decode` included); the Hub path with the download patched; strict key accounting for every variant;
+bad files."""
 
 import gzip
 import json
@@ -46,7 +47,15 @@ def converted(official_folder, tmp_path_factory) -> Path:
     return out
 
 
-def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted):
+@pytest.fixture(scope="module")
+def converted_model(converted) -> SemantiCodecModel:
+    """The converted folder loaded once with the Auto classes, for every test that runs the model."""
+    model = AutoModel.from_pretrained(converted).eval()
+    assert isinstance(model, SemantiCodecModel)
+    return model
+
+
+def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted, converted_model):
     assert (converted / "model.safetensors").exists() or (converted / "model.safetensors.index.json").exists()
     card = (converted / "README.md").read_text()
     assert "library_name: transformers" in card and "1300 bit/s" in card
@@ -54,9 +63,8 @@ def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted):
     assert config["scale_factor"] == 0.75
     assert set(config["original_checkpoint_sha256"]) == {"encoder.ckpt", "decoder.ckpt", "codebook_4096_0.npy"}
 
-    model = AutoModel.from_pretrained(converted).eval()
+    model = converted_model
     feature_extractor = AutoFeatureExtractor.from_pretrained(converted)
-    assert isinstance(model, SemantiCodecModel)
     reference = np.load(FIXTURES / "fixture_tr100_v8192_s0_encoder.npz")
     inputs = feature_extractor(reference["waveform"], sampling_rate=16000)
     encoded = model.encode(**inputs, return_conditioning=True)
@@ -74,6 +82,31 @@ def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted):
         )
     ref_out = torch.from_numpy(decoder_reference["unet_out"])
     assert (v - ref_out).abs().max() <= 1e-4 * ref_out.abs().max()
+
+
+def test_public_decode_of_the_converted_model_matches_the_originals_waveform(
+    converted_model: SemantiCodecModel, stored_decode_noise: torch.Tensor
+) -> None:
+    """`decode` as users call it (windowing, conditioning from the codes, per-window noise order, cross-fade,
+    trim) on converter output, against the original's `decode(tokens)`: the stage tests in
+    test_decoder_parity.py build those steps by hand, so only this proves the public path and the converted
+    decoder end to end. Bound of shared/parity/README.md (full decode: max abs <= 1e-3 x max|ref|)."""
+    meta = json.loads((FIXTURES / "fixture_tr100_v8192_s0.json").read_text())
+    assert (meta["ddim_steps"], meta["cfg_scale"], meta["ddim_eta"]) == (5, 2.0, 1.0)
+    tokens = torch.from_numpy(np.load(FIXTURES / "fixture_tr100_v8192_s0_encoder.npz")["tokens"])  # [1, frames, 2]
+    expected = torch.from_numpy(np.load(FIXTURES / "fixture_tr100_v8192_s0_decoder.npz")["decode_waveform"])
+    decoded = converted_model.decode(
+        tokens.transpose(1, 2),  # (batch, 2, frames): row 0 semantic, row 1 acoustic
+        noise=stored_decode_noise,
+        num_inference_steps=meta["ddim_steps"],
+        guidance_scale=meta["cfg_scale"],
+        eta=meta["ddim_eta"],
+    )
+    assert decoded.audio_values.shape == expected.shape == (1, 1, 192000)  # the original's length, exactly
+    assert decoded.audio_values_lengths.tolist() == [expected.shape[-1]]
+    error = (decoded.audio_values - expected).abs().max().item()
+    bound = 1e-3 * expected.abs().max().item()
+    assert error <= bound, f"max |decode - original| = {error:.3g} > {bound:.3g} (1e-3 x max|ref|)"
 
 
 def test_hub_download_path_serves_the_same_files(official_folder, converted, tmp_path):

@@ -3,8 +3,8 @@
 Each stage is fed the original's own input and compared with the original's output, with the bounds of
 shared/parity/README.md: one UNet call <= 1e-4 x max|ref|; DDIM trajectory, VAE, vocoder and the full decode
 <= 1e-3 x max|ref|. The weights go through `map_decoder_state_dict`, so the key mapping is checked too.
-Also: schedule and DDIM timesteps (incl. the original's quirks), window split / cross-fade / trim, the noise
-order, the faster solvers, and the mapping's errors.
+Also: schedule and DDIM timesteps (incl. the original's quirks), the noise order, the faster solvers, and the
+mapping's errors. The window split / cross-fade / trim helpers on their own: tests/test_long_audio.py.
 """
 
 import contextlib
@@ -32,7 +32,6 @@ from semanticodec_hf.conditioning import (
 from semanticodec_hf.configuration_semanticodec import SemantiCodecConfig
 from semanticodec_hf.long_audio import (
     DEFAULT_OVERLAP_SAMPLES,
-    linear_ramp,
     overlap_add,
     reference_output_samples,
     split_into_windows,
@@ -100,18 +99,10 @@ def window_conditioning(reference):
 
 
 @pytest.fixture(scope="module")
-def stored_noise(reference):
-    """The original's draws per window: [windows, 1 + steps, 8, 256, 16] (x_T first)."""
-    draws = 6  # 5 DDIM steps + x_T
-    return torch.stack(
-        [torch.cat([reference[f"decode_noise_{w * draws + k:03d}"] for k in range(draws)]) for w in range(2)]
-    )
-
-
-@pytest.fixture(scope="module")
-def sampled_latents(decoder, window_conditioning, stored_noise):
+def sampled_latents(decoder, window_conditioning, stored_decode_noise):
+    # stored_decode_noise (conftest.py): the original's draws per window, [windows, 1 + steps, 8, 256, 16]
     return decoder.sample_latents(
-        window_conditioning, num_inference_steps=5, guidance_scale=2.0, eta=1.0, noise=stored_noise
+        window_conditioning, num_inference_steps=5, guidance_scale=2.0, eta=1.0, noise=stored_decode_noise
     )
 
 
@@ -259,58 +250,6 @@ def test_full_decode_from_the_stored_codes_and_noise(decoder, sampled_latents, r
     expected = reference["decode_waveform"].reshape(-1)
     assert output.shape == expected.shape
     assert _relative_error(output, expected) <= 1e-3
-
-
-# ---------------------------------------------------------------------------------- long audio helpers
-@pytest.mark.parametrize("frames_per_window", [512, 256, 128])
-def test_split_into_windows(frames_per_window):
-    w, overlap = frames_per_window, int(frames_per_window * 0.0625)
-    assert split_into_windows(w, w) == [(0, w)]
-    assert split_into_windows(w + 1, w) == [(0, w), (w - overlap, w + 1)]  # second window of overlap + 1 frames
-    assert split_into_windows(1, w) == [(0, 1)]
-    assert split_into_windows(0, w) == []
-    windows = split_into_windows(5 * w, w)
-    assert windows[0] == (0, w) and windows[-1][1] == 5 * w
-    assert all(b[0] == a[0] + w - overlap for a, b in zip(windows, windows[1:]))
-    assert all(end - start == w for start, end in windows[:-1])
-
-
-def test_split_worked_example_of_the_spec():
-    assert split_into_windows(608, 512, 0.0625) == [(0, 512), (480, 608)]
-
-
-def _numpy_cross_fade(windows: np.ndarray, overlap: int) -> np.ndarray:
-    """Spec 13 step 3 restated with numpy: float32 windows, float64 ramps, products rounded to float32."""
-    output = windows[0].copy()
-    for window in windows[1:]:
-        window = window.copy()
-        window[:overlap] *= np.linspace(0, 1, overlap)
-        output[-overlap:] *= np.linspace(1, 0, overlap)
-        output[-overlap:] += window[:overlap]
-        output = np.concatenate([output, window[overlap:]])
-    return output
-
-
-def test_linear_ramp_is_numpys_linspace():
-    for num, start, stop in [(10240, 0.0, 1.0), (10240, 1.0, 0.0), (7, 0.0, 1.0), (2, 1.0, 0.0), (1, 0.0, 1.0)]:
-        assert np.array_equal(linear_ramp(num, start, stop).numpy(), np.linspace(start, stop, num))
-
-
-@pytest.mark.parametrize("count", [1, 2, 3])
-def test_overlap_add_is_the_originals_cross_fade_bit_for_bit(count):
-    windows = torch.randn(count, WINDOW_SAMPLES, generator=torch.Generator().manual_seed(count))
-    joined = overlap_add(windows)
-    assert joined.shape == (WINDOW_SAMPLES + (count - 1) * HEAD_SAMPLES,)
-    assert np.array_equal(joined.numpy(), _numpy_cross_fade(windows.numpy(), DEFAULT_OVERLAP_SAMPLES))
-    assert DEFAULT_OVERLAP_SAMPLES == 10240
-
-
-def test_reference_output_samples():
-    assert reference_output_samples(600, 100) == 192000
-    assert reference_output_samples(608, 100) == 194560  # spec worked example: 12.16 s
-    for frames in (1, 57, 300, 520, 1001):
-        for rate in (100, 50, 25):
-            assert reference_output_samples(frames, rate) == int(((frames / 8) * 16 * 0.01 * (100 / rate)) * 16000)
 
 
 # -------------------------------------------------------------------------------- sampling (tiny model)
