@@ -273,16 +273,17 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
     )
-    # Not passed to prepare(): accelerate would step it once per process; checkpointed through registration.
+    # Not passed to prepare(): accelerate would step it once per process; checkpointed through `objects` below.
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps,
         min_lr_rate=cfg.min_learning_rate_ratio,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    # checkpointed as JSON + safetensors by save_checkpoint, not register_for_checkpointing (which pickles it)
+    objects = {"scheduler": scheduler}
 
     config = recipe.to_dict()  # stored in every checkpoint; a resume under another recipe is refused
-    start_step, log = start_run(accelerator, output, resume, "audio-lm", config)
+    start_step, log = start_run(accelerator, output, resume, "audio-lm", config, objects=objects)
 
     num_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     accelerator.print(
@@ -335,7 +336,7 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
             if len(eval_blocks):
                 log(evaluate(accelerator, model, eval_batches, layout, cfg.num_workers), step)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, output, step, {"recipe": config}, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output, step, {"recipe": config}, cfg.keep_checkpoints, objects)
         if crash_after_step is not None and step == crash_after_step:
             accelerator.wait_for_everyone()
             os._exit(137)  # no clean-up, no final save: as if the job had been killed

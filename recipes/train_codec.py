@@ -386,10 +386,11 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
     # Built after `prepare` from the placed UNet, and kept on its device on resume too (see PlacedEMAModel).
     ema = PlacedEMAModel(accelerator.unwrap_model(trainer).codec.decoder.unet.parameters(), accelerator.device,
                          decay=cfg.ema_decay)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(ema)
+    # checkpointed as JSON + safetensors by save_checkpoint, not register_for_checkpointing (which pickles them)
+    objects = {"scheduler": scheduler, "ema": ema}
 
-    start_step, log = start_run(accelerator, output, resume, "semanticodec-training", recipe.to_dict())
+    start_step, log = start_run(accelerator, output, resume, "semanticodec-training", recipe.to_dict(),
+                                objects=objects)
     counts = trainable_parameters(accelerator.unwrap_model(trainer))
     accelerator.print(f"training {sum(counts.values()) / 1e6:.2f}M parameters ({', '.join(counts)}); "
                       f"{len(train_clips)} train / {len(val_clips)} validation clips; {world} process(es)")
@@ -428,7 +429,7 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
                 log(validate(accelerator, trainer, source, val_clips, cfg, step), step)
             accelerator.wait_for_everyone()
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, output, step, {"recipe": recipe.to_dict()}, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output, step, {"recipe": recipe.to_dict()}, cfg.keep_checkpoints, objects)
         if crash_after_step is not None and step == crash_after_step:
             accelerator.wait_for_everyone()
             os._exit(137)

@@ -1,9 +1,12 @@
 """The `.sct` format: size = header + ceil(bits / 8) at every variant's true widths, exact round trips, a documented
 bit layout, and every corruption (flipped bit, truncation, wrong magic/version/variant) detected with a clear error;
-plus a property test of encode -> pack -> unpack -> decode shapes over random lengths, rates and channel counts."""
+header fields a checksum cannot vouch for (sample count vs frames, token rate, flags, original rate) bounded at write
+and read time (issue 16), `read_sct` reading only what the header declares; plus property tests of encode -> pack ->
+unpack -> decode shapes, and of random codes of every variant with random hostile headers."""
 
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +18,11 @@ from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, Se
 from semanticodec_hf.configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES
 from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
 from semanticodec_hf.sct_format import (
+    _HEADER,
     FORMAT_VERSION,
     HEADER_SIZE,
+    MAX_ORIGINAL_SAMPLING_RATE,
+    SCT_TOKEN_RATES,
     SctFormatError,
     SctHeader,
     _checksum,
@@ -26,6 +32,7 @@ from semanticodec_hf.sct_format import (
     check_variant,
     decode_sct,
     encode_sct,
+    num_samples_span,
     pack_codes,
     read_header,
     read_sct,
@@ -45,7 +52,10 @@ def random_codes(frames, semantic, acoustic, seed=0):
     return codes
 
 
-def sct_bytes(codes, semantic=64, acoustic=128, token_rate=100, num_samples=16000, rate=44100):
+def sct_bytes(codes, semantic=64, acoustic=128, token_rate=100, num_samples=None, rate=44100):
+    """A `.sct` file's bytes; the sample count defaults to the largest the frames can come from."""
+    if num_samples is None:
+        num_samples = num_samples_span(np.shape(codes)[-1], token_rate)[1]
     return encode_sct(codes, token_rate=token_rate, semantic_vocab_size=semantic, acoustic_codebook_size=acoustic,
                       num_samples=num_samples, original_sampling_rate=rate)
 
@@ -80,9 +90,10 @@ def test_every_variant_packs_at_its_true_width_and_matches_the_bitrate(token_rat
 def test_round_trip_is_exact(semantic, acoustic):
     for frames in (1, 3, 100, 1001):
         codes = random_codes(frames, semantic, acoustic, seed=frames)
-        header, decoded = decode_sct(sct_bytes(codes, semantic, acoustic, num_samples=12345, rate=8000))
+        num_samples = 320 * frames - 7  # inside the span of `frames` frames at 100 tokens/s
+        header, decoded = decode_sct(sct_bytes(codes, semantic, acoustic, num_samples=num_samples, rate=8000))
         assert decoded.dtype == np.int64 and np.array_equal(decoded, codes)
-        assert (header.num_frames, header.num_samples, header.original_sampling_rate) == (frames, 12345, 8000)
+        assert (header.num_frames, header.num_samples, header.original_sampling_rate) == (frames, num_samples, 8000)
         assert np.array_equal(unpack_codes(pack_codes(codes, semantic, acoustic), frames, semantic, acoustic), codes)
 
 
@@ -94,9 +105,9 @@ def test_bit_layout_is_semantic_then_acoustic_msb_first():
 
 
 def test_header_fields_are_at_the_documented_offsets():
-    data = sct_bytes(random_codes(10, 64, 128), num_samples=54321, rate=22050)
-    assert data[:4] == b"SCT\x1a" and data[4] == FORMAT_VERSION
-    assert struct.unpack_from("<HIIIQII", data, 6)[:6] == (100, 64, 128, 10, 54321, 22050)
+    data = sct_bytes(random_codes(10, 64, 128), num_samples=3123, rate=22050)
+    assert data[:4] == b"SCT\x1a" and data[4] == FORMAT_VERSION and data[5] == 0
+    assert struct.unpack_from("<HIIIQII", data, 6)[:6] == (100, 64, 128, 10, 3123, 22050)
     assert struct.unpack_from("<I", data, 36)[0] == len(data) - HEADER_SIZE
 
 
@@ -142,7 +153,7 @@ def test_wrong_magic_and_version():
 
 def test_ids_outside_a_non_power_of_two_vocabulary_are_corruption_even_with_a_valid_checksum():
     # 1000 ids need 10 bits, so 1000..1023 fit the field; a file carrying one (with a matching CRC) is rejected.
-    header = SctHeader(100, 1000, 128, 2, 16000, 16000)
+    header = SctHeader(100, 1000, 128, 2, 600, 16000)
     payload = pack_codes(np.array([[999, 1010], [1, 2]]), 1024, 128)
     data = _header_bytes(header, _checksum(_header_bytes(header, 0), payload)) + payload
     with pytest.raises(SctFormatError, match="semantic id 1010 at frame 1 is outside \\[0, 1000\\)"):
@@ -183,7 +194,7 @@ def test_wrong_variant_is_named_with_what_to_load():
 def test_files_are_written_atomically(tmp_path):
     codes = random_codes(40, 64, 128)
     header = write_sct(tmp_path / "a.sct", codes, token_rate=100, semantic_vocab_size=64,
-                       acoustic_codebook_size=128, num_samples=16000)
+                       acoustic_codebook_size=128, num_samples=12000)
     assert (tmp_path / "a.sct").stat().st_size == header.file_size
     read_header_, read_codes = read_sct(tmp_path / "a.sct")
     assert read_header_ == header and np.array_equal(read_codes, codes)
@@ -259,3 +270,260 @@ def test_encode_pack_unpack_decode_shapes(one_thread, token_rate, sampling_rate,
     assert decoded.audio_values.shape == (1, 1, num_samples)
     assert int(decoded.audio_values_lengths[0]) == num_samples
     assert bool(torch.isfinite(decoded.audio_values).all())
+
+
+# ------------------------------------------------------------------------------ header bounds (issue 16)
+def forged(token_rate=100, semantic=64, acoustic=128, frames=4, num_samples=1000, rate=16000, flags=0, version=1,
+           payload=None, size=None, codes=None):
+    """A `.sct` file with any header values and a *valid* checksum: what a hostile or buggy writer can produce."""
+    if payload is None:
+        codes = np.zeros((2, frames), np.int64) if codes is None else codes
+        payload = pack_codes(codes, 2 ** bit_width(semantic), 2 ** bit_width(acoustic))
+    size = len(payload) if size is None else size
+    fields = [b"SCT\x1a", version, flags, token_rate, semantic, acoustic, frames, num_samples, rate, 0, size]
+    crc = _checksum(_HEADER.pack(*fields), payload)
+    fields[9] = crc
+    return _HEADER.pack(*fields) + payload
+
+
+def encoder_frames(num_samples, token_rate, capped=True):
+    """What the encoder keeps for each length in the int64 array `num_samples`: `reference_frame_count` (its float
+    arithmetic, evaluated the same way but vectorised), capped at the windows' frames unless `capped` is False."""
+    duration = num_samples / 16000
+    duration = duration + (0.16 - duration % 0.16)
+    frames = np.ceil(8 * duration / 0.16 / (100 / token_rate)).astype(np.int64)
+    if not capped:
+        return frames
+    return np.minimum(frames, (num_samples // 163840 + 1) * (512 * token_rate // 100))
+
+
+def test_sct_token_rates_are_the_published_ones():
+    assert SCT_TOKEN_RATES == PUBLISHED_TOKEN_RATES
+
+
+@pytest.mark.parametrize("token_rate", PUBLISHED_TOKEN_RATES)
+def test_num_samples_span_holds_every_length_the_encoder_writes_and_is_tight(token_rate):
+    rng = np.random.default_rng(token_rate)
+    lengths = np.concatenate([
+        np.arange(1, 12 * 163840 + 2),  # every length of the first two minutes (short clips, window edges)
+        rng.integers(1, 16000 * 3600 * 24, 100_000),  # up to a day
+        (np.arange(1, 3000)[:, None] * 163840 + np.arange(-3, 3)).reshape(-1),  # window edges up to 8.5 h
+    ])
+    frames = encoder_frames(lengths, token_rate)
+    check = rng.choice(lengths.size, 2000)
+    frames_per_window = 512 * token_rate // 100
+    assert frames[check].tolist() == [  # the vectorised arithmetic is the encoder's
+        min(reference_frame_count(int(n), token_rate), (int(n) // 163840 + 1) * frames_per_window)
+        for n in lengths[check]
+    ]
+    unique, where = np.unique(frames, return_inverse=True)
+    low, high = np.array([num_samples_span(int(f), token_rate) for f in unique]).T
+    low, high = low[where], high[where]
+    assert ((low <= lengths) & (lengths <= high)).all()
+    dense = lengths <= 12 * 163840
+    unclamped = dense & (low > 1)  # both bounds are reached, where the encoder's arithmetic sets them
+    assert ((lengths == low) & unclamped).any() and ((lengths == high) & dense).any()
+    assert (frames < encoder_frames(lengths, token_rate, capped=False)).sum() > 1000  # trimmed streams included
+
+
+def test_the_encoders_edge_cases_are_inside_the_span_and_one_sample_past_is_refused():
+    # (num_samples, frames) the encoder really writes at 100 tokens/s: the shortest clip, the float quirk that adds a
+    # frame to a 123-sample clip, exact multiples of 0.16 s that keep no extra patch (N = F * 320, the top of the
+    # span), the quirk's extra frame after a whole patch (N = (F - 1) * 320 - 2560, the bottom), and a stream of
+    # 7 windows whose 3585th frame is trimmed away (1144321 samples)
+    cases = {1: 8, 123: 9, 2560: 16, 7680: 24, 28160: 88, 33280: 113, 69120: 225, 163839: 512, 163840: 520,
+             1144321: 3584}
+    assert {n: int(encoder_frames(np.array([n]), 100)[0]) for n in cases} == cases
+    assert reference_frame_count(1144321, 100) == 3585
+    for n, frames in cases.items():
+        assert decode_sct(sct_bytes(np.zeros((2, frames), np.int64), num_samples=n))[0].num_samples == n
+    assert num_samples_span(24, 100)[1] == 7680 and num_samples_span(113, 100)[0] == 33280
+    for frames in (1, 8, 9, 16, 17, 512, 520, 100_000):
+        low, high = num_samples_span(frames, 100)
+        codes = np.zeros((2, frames), np.int64)
+        for good in {low, high}:
+            assert decode_sct(sct_bytes(codes, num_samples=good))[0].num_samples == good
+            assert decode_sct(forged(frames=frames, num_samples=good))[0].num_samples == good
+        for bad in (low - 1, high + 1):
+            if bad < 1:
+                continue
+            refused = f"sample count \\(num_samples\\) {bad} is outside \\[{low}, {high}\\]"
+            with pytest.raises(SctFormatError, match=refused):
+                sct_bytes(codes, num_samples=bad)
+            with pytest.raises(SctFormatError, match=f"x.sct: the sample count \\(num_samples\\) {bad} is outside"):
+                decode_sct(forged(frames=frames, num_samples=bad), "x.sct")
+    assert num_samples_span(16, 100) == (2240, 5120) and num_samples_span(1, 25) == (1, 1280)
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (dict(num_samples=2**63), "sample count \\(num_samples\\) 9223372036854775808 is outside \\[1, 1280\\]"),
+        (dict(num_samples=2**64 - 1), "sample count \\(num_samples\\) 18446744073709551615 is outside"),
+        (dict(num_samples=1, frames=100), "sample count \\(num_samples\\) 1 is outside \\[29120, 32000\\]"),
+        (dict(token_rate=1), "token rate \\(token_rate\\) 1 is not one of \\[25, 50, 100\\]"),
+        (dict(token_rate=65535), "token rate \\(token_rate\\) 65535 is not one of"),
+        (dict(token_rate=200), "token rate \\(token_rate\\) 200 is not one of"),
+        (dict(flags=1), "reserved flags byte \\(offset 5\\) is 0x01"),
+        (dict(flags=0x80), "reserved flags byte \\(offset 5\\) is 0x80"),
+        (dict(rate=0), "invalid header"),
+        (dict(rate=384_001),
+         "original sampling rate \\(original_sampling_rate\\) 384001 Hz is outside \\[1, 384000\\]"),
+        (dict(rate=16_000_000), "original sampling rate \\(original_sampling_rate\\) 16000000 Hz"),
+        (dict(rate=2**32 - 1), "original sampling rate"),
+    ],
+)
+def test_checksum_valid_headers_with_absurd_fields_are_refused(fields, message):
+    data = forged(**fields)
+    with pytest.raises(SctFormatError, match=f"hostile.sct.*{message}"):
+        decode_sct(data, "hostile.sct")
+    with pytest.raises(SctFormatError, match=message):
+        read_header(data, "hostile.sct")
+    if "flags" not in fields and fields.get("rate") != 0:
+        with pytest.raises(SctFormatError, match="re-create it from the audio"):  # says what to do
+            read_header(data)
+
+
+def test_writing_refuses_what_reading_refuses():
+    codes = np.zeros((2, 4), np.int64)
+    with pytest.raises(SctFormatError, match="sample count \\(num_samples\\) 18446744073709551615"):
+        sct_bytes(codes, num_samples=2**64 - 1)
+    with pytest.raises(SctFormatError, match="token rate \\(token_rate\\) 7 is not one of \\[25, 50, 100\\]"):
+        sct_bytes(codes, token_rate=7)
+    with pytest.raises(SctFormatError, match="16000000 Hz is outside \\[1, 384000\\]"):
+        sct_bytes(codes, rate=16_000_000)
+    assert decode_sct(sct_bytes(codes, rate=MAX_ORIGINAL_SAMPLING_RATE))[0].original_sampling_rate == 384_000
+    # a custom model's own token rate is accepted where it is named (the CLI passes the loaded model's)
+    custom = encode_sct(codes, token_rate=200, semantic_vocab_size=64, acoustic_codebook_size=128, num_samples=500,
+                        token_rates=(200,))
+    assert decode_sct(custom, token_rates=(25, 50, 100, 200))[0].token_rate == 200
+    with pytest.raises(SctFormatError, match="token rate \\(token_rate\\) 200"):
+        decode_sct(custom)
+
+
+def test_read_sct_reads_only_the_header_of_a_large_file_of_another_type(tmp_path):
+    import tracemalloc
+
+    big = tmp_path / "movie.sct"
+    with open(big, "wb") as handle:
+        handle.write(b"RIFF" + b"\x00" * 60)
+        handle.truncate(256 * 2**20)  # sparse: 256 MB on paper
+    tracemalloc.start()
+    try:
+        with pytest.raises(SctFormatError, match="movie.sct is not a .sct file"):
+            read_sct(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_read_sct_of_dev_zero_is_refused_without_reading_it(tmp_path):
+    import subprocess
+    import sys
+
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    # in a child with 2 GB of address space, so that a regression fails with MemoryError instead of eating the box
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+              "from semanticodec_hf.sct_format import read_sct, SctFormatError\n"
+              "try:\n    read_sct('/dev/zero')\nexcept SctFormatError as error:\n    print('refused:', error)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "refused: /dev/zero is not a .sct file" in result.stdout, result.stderr[-2000:]
+
+
+def test_read_sct_reads_no_more_than_the_declared_size_and_names_trailing_and_missing_bytes(tmp_path):
+    data = sct_bytes(random_codes(33, 64, 128))
+    joined = tmp_path / "joined.sct"
+    with open(joined, "wb") as handle:
+        handle.write(data + data)
+        handle.truncate(64 * 2**20)
+    with pytest.raises(SctFormatError, match=f"joined.sct has trailing bytes: it is {64 * 2**20} bytes, but its "
+                                             f"header describes {len(data)}"):
+        read_sct(joined)
+    cut = tmp_path / "cut.sct"
+    cut.write_bytes(data[:-1])
+    with pytest.raises(SctFormatError, match=f"cut.sct truncated: {len(data) - 1} bytes, but its header describes "
+                                             f"{len(data)}"):
+        read_sct(cut)
+    header_only = tmp_path / "head.sct"
+    header_only.write_bytes(data[:30])
+    with pytest.raises(SctFormatError, match="head.sct is truncated: 30 bytes"):
+        read_sct(header_only)
+    exact = tmp_path / "exact.sct"
+    exact.write_bytes(data)
+    assert np.array_equal(read_sct(exact)[1], random_codes(33, 64, 128))
+
+
+def test_zero_frames_are_refused_when_written_and_when_read():
+    with pytest.raises(SctFormatError, match="at least one frame"):
+        sct_bytes(np.zeros((2, 0), np.int64), num_samples=1)
+    with pytest.raises(SctFormatError, match="invalid header"):
+        decode_sct(forged(frames=0, num_samples=1, payload=b""))
+
+
+# ------------------------------------------------------------- property test: every variant, hostile headers
+_FIELDS = ["magic", "version", "flags", "token_rate", "semantic", "acoustic", "frames", "samples", "rate", "crc",
+           "size"]
+_FIELD_BITS = [32, 8, 8, 16, 32, 32, 32, 64, 32, 32, 32]
+
+
+def _field_values(bits):
+    """Any value of a `bits`-wide field, with the edges (and the published/limit values) drawn often."""
+    top = 2**bits - 1
+    edges = sorted(v for v in {0, 1, 2, 25, 50, 100, 384_000, 384_001, top // 2 + 1, top} if v <= top)
+    return st.one_of(st.integers(0, top), st.sampled_from(edges))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    variant=st.sampled_from(VARIANTS),
+    frames=st.one_of(st.integers(1, 3), st.integers(1, 600), st.integers(1, 60_000)),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_random_codes_of_every_variant_round_trip_and_every_hostile_header_is_refused(variant, frames, seed, data):
+    token_rate, semantic = variant
+    codes = random_codes(frames, semantic, 8192, seed)
+    low, high = num_samples_span(frames, token_rate)
+    num_samples = data.draw(st.integers(low, high), "num_samples")
+    rate = data.draw(st.integers(1, MAX_ORIGINAL_SAMPLING_RATE), "rate")
+    good = encode_sct(codes, token_rate=token_rate, semantic_vocab_size=semantic, acoustic_codebook_size=8192,
+                      num_samples=num_samples, original_sampling_rate=rate)
+    header, decoded = decode_sct(good)
+    assert np.array_equal(decoded, codes)
+    assert (header.token_rate, header.semantic_vocab_size, header.num_frames, header.num_samples,
+            header.original_sampling_rate) == (token_rate, semantic, frames, num_samples, rate)
+
+    # flipped header bytes, checksum left as it was: always refused
+    positions = data.draw(st.lists(st.integers(0, HEADER_SIZE - 1), min_size=1, max_size=4, unique=True), "flips")
+    flipped = bytearray(good)
+    for position in positions:
+        flipped[position] ^= data.draw(st.integers(1, 255), f"xor@{position}")
+    with pytest.raises(SctFormatError):
+        decode_sct(bytes(flipped))
+
+    # one field set to any value, checksum recomputed: refused, or read back as exactly what is on disk
+    field = data.draw(st.integers(0, len(_FIELDS) - 1), "field")
+    values = list(_HEADER.unpack_from(good))
+    values[field] = data.draw(_field_values(_FIELD_BITS[field]), _FIELDS[field]) if field else \
+        data.draw(st.binary(min_size=4, max_size=4), "magic")
+    if _FIELDS[field] != "crc":
+        values[9] = 0
+        values[9] = _checksum(_HEADER.pack(*values), good[HEADER_SIZE:])
+    changed = _HEADER.pack(*values) + good[HEADER_SIZE:]
+    try:
+        header, decoded = decode_sct(changed)
+    except SctFormatError:
+        return
+    # accepted: a valid file (its CRC was recomputed) read back as exactly what is on disk, inside every bound
+    on_disk = dict(zip(_FIELDS, values))
+    assert (header.token_rate, header.semantic_vocab_size, header.acoustic_codebook_size, header.num_frames,
+            header.num_samples, header.original_sampling_rate) == tuple(
+        on_disk[name] for name in ("token_rate", "semantic", "acoustic", "frames", "samples", "rate"))
+    assert header.token_rate in SCT_TOKEN_RATES and 1 <= header.original_sampling_rate <= MAX_ORIGINAL_SAMPLING_RATE
+    low, high = num_samples_span(header.num_frames, header.token_rate)
+    assert low <= header.num_samples <= high and decoded.shape == (2, header.num_frames)
+    assert (decoded[0] < header.semantic_vocab_size).all() and (decoded[1] < header.acoustic_codebook_size).all()
+    if _FIELDS[field] not in ("semantic", "acoustic"):  # another vocabulary is a variant mismatch, found with a model
+        assert np.array_equal(decoded, codes)

@@ -6,13 +6,13 @@ A file is a fixed 40-byte little-endian header followed by the payload:
 |---|---|---|
 | 0 | 4 | magic `b"SCT\\x1a"` |
 | 4 | 1 | format version (1) |
-| 5 | 1 | flags (0; reserved) |
+| 5 | 1 | flags (0; reserved: a reader refuses any other value) |
 | 6 | 2 | token rate (tokens/s over both streams: 25, 50, 100) |
 | 8 | 4 | semantic vocabulary size |
 | 12 | 4 | acoustic codebook size |
 | 16 | 4 | frame count F |
-| 20 | 8 | sample count (16 kHz samples of the input, what decoding trims to) |
-| 28 | 4 | original sampling rate of the input, Hz |
+| 20 | 8 | sample count (16 kHz samples of the input, what decoding trims to; see `num_samples_span`) |
+| 28 | 4 | original sampling rate of the input, Hz (1 .. 384000) |
 | 32 | 4 | CRC-32 of the header (this field zeroed) and the payload |
 | 36 | 4 | payload size in bytes (= ceil(F * (s + a) / 8)) |
 
@@ -22,18 +22,21 @@ So the size on disk is `40 + ceil(F * (s + a) / 8)` bytes and matches the publis
 frame at 50 frames/s = 1.30 kbps) up to the header and the last byte.
 
 Every way a file can be wrong (another file type, a newer version, truncation, flipped bits, ids outside the
-vocabulary, a variant other than the loaded model's) raises `SctFormatError` (a `ValueError`) saying which.
+vocabulary, a variant other than the loaded model's) raises `SctFormatError` (a `ValueError`) saying which. A
+checksum only proves the bytes are the ones written, not that a writer was sane, so the header fields are bounded
+too, at write time and at read time alike: the token rate is a published one (25/50/100), the reserved flags are
+zero, the original sampling rate is at most 384 kHz, and the sample count lies in the span the encoder maps to the
+frame count. A hand-made file with a 2^64 sample count or a 16 MHz "original" rate is refused before any decoding.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Tuple, Union
+from typing import Any, Callable, Collection, Optional, Tuple, Union
 
 import numpy as np
 
@@ -43,6 +46,15 @@ _HEADER = struct.Struct("<4sBBHIIIQIII")
 HEADER_SIZE = _HEADER.size  # 40
 _CRC_OFFSET = 32
 CODEC_SAMPLING_RATE = 16000
+# The published token rates (configuration_semanticodec.PUBLISHED_TOKEN_RATES, repeated so that reading a header
+# imports neither torch nor transformers; a test keeps the two equal).
+SCT_TOKEN_RATES = (25, 50, 100)
+# The highest original sampling rate a file may declare: `decompress --original-rate` resamples to it, so a
+# corrupt 4.29 GHz would write gigabytes per second of audio. 384 kHz is the highest rate audio interfaces record.
+MAX_ORIGINAL_SAMPLING_RATE = 384_000
+PATCH_SAMPLES = 2560  # 0.16 s at 16 kHz: the encoder rounds every input up to whole patches
+_READ_REMEDY = "the file is corrupt or was not written by semanticodec-hf; re-create it from the audio (`compress`)."
+_WRITE_REMEDY = "pass the values the feature extractor and the model gave with these codes."
 PathLike = Union[str, os.PathLike]
 
 
@@ -160,6 +172,101 @@ def unpack_codes(payload: bytes, num_frames: int, semantic_vocab_size: int, acou
     return _check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
 
 
+# ------------------------------------------------------------------------------------------ header bounds
+def num_samples_span(num_frames: int, token_rate: int) -> Tuple[int, int]:
+    """`(low, high)`: the 16 kHz input lengths that the encoder turns into `num_frames` frames at `token_rate`.
+
+    Why these numbers: for N samples the encoder keeps `min(reference_frame_count(N), windows * frames_per_window)`
+    frames. `reference_frame_count` rounds N up to the next 0.16 s patch (a whole extra patch at exact multiples,
+    at times one frame more from its float arithmetic), and each frame spans `hop = 32000 / token_rate` samples
+    (320 / 640 / 1280). So `N <= F * hop` (equality at exact multiples that the float modulo rounds down), and
+    `N >= (F - 1) * hop - 2560` (the extra patch plus the extra frame); 1 at the least, which covers the shortest
+    clips. The window cap only ever removes frames past `N / hop`, so trimmed streams stay inside too. A sample
+    count outside this span cannot have come from the encoder; `tests/test_sct_format.py` checks the span against
+    the encoder's arithmetic for every N over minutes of audio, and both sides of each bound.
+    """
+    per_frame = 2 * CODEC_SAMPLING_RATE  # samples per frame times the token rate
+    high = num_frames * per_frame // token_rate
+    low = -(-((num_frames - 1) * per_frame - PATCH_SAMPLES * token_rate) // token_rate)  # ceil division
+    return max(1, low), high
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_token_rate(token_rate: int, source: str, allowed: Collection[int] = SCT_TOKEN_RATES,
+                     remedy: str = _READ_REMEDY) -> int:
+    """The token rate if it is one of `allowed` (the published ones, or a model's own): the frame timing and the
+    bitrate follow from it, so an arbitrary 1..65535 would make both nonsense."""
+    if token_rate not in allowed:
+        raise SctFormatError(
+            f"{source}: the token rate (token_rate) {token_rate} is not one of {sorted(set(allowed))} tokens/s; "
+            + remedy
+        )
+    return int(token_rate)
+
+
+def check_original_sampling_rate(rate: int, source: str, remedy: str = _READ_REMEDY) -> int:
+    """The original sampling rate if it is in `[1, MAX_ORIGINAL_SAMPLING_RATE]`: `decompress --original-rate`
+    resamples to it, so an absurd rate turns a tiny file into gigabytes of output."""
+    if not _is_int(rate) or not 1 <= rate <= MAX_ORIGINAL_SAMPLING_RATE:
+        raise SctFormatError(
+            f"{source}: the original sampling rate (original_sampling_rate) {rate!r} Hz is outside "
+            f"[1, {MAX_ORIGINAL_SAMPLING_RATE}] Hz; {remedy}"
+        )
+    return int(rate)
+
+
+def check_num_samples(num_samples: int, num_frames: int, token_rate: int, source: str,
+                      remedy: str = _READ_REMEDY) -> int:
+    """The sample count if it lies in `num_samples_span(num_frames, token_rate)`: decoding trims to it and `info`
+    divides by it, so 2^64 overflowed the decoder and 1 printed megabit bitrates."""
+    low, high = num_samples_span(num_frames, token_rate)
+    if not _is_int(num_samples) or not low <= num_samples <= high:
+        raise SctFormatError(
+            f"{source}: the sample count (num_samples) {num_samples!r} is outside [{low}, {high}], the 16 kHz input "
+            f"lengths that {num_frames} frames at {token_rate} tokens/s come from; {remedy}"
+        )
+    return int(num_samples)
+
+
+def check_header(header: "SctHeader", source: str, token_rates: Collection[int] = SCT_TOKEN_RATES,
+                 remedy: str = _READ_REMEDY) -> "SctHeader":
+    """Bound the fields a checksum cannot vouch for (see the module docstring); returns `header`."""
+    check_token_rate(header.token_rate, source, token_rates, remedy)
+    check_original_sampling_rate(header.original_sampling_rate, source, remedy)
+    check_num_samples(header.num_samples, header.num_frames, header.token_rate, source, remedy)
+    return header
+
+
+def _as_int(value: Any, name: str, source: str) -> int:
+    """`value` (a Python or numpy integer, or a one-element integer tensor or array) as a Python int, or an error
+    naming its type: `.pt` files are dicts anyone can fill."""
+    if hasattr(value, "numel") and hasattr(value, "dtype") and value.numel() == 1 \
+            and not value.dtype.is_floating_point and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iu":
+        value = value.item()
+    if not _is_int(value):
+        raise SctFormatError(f"{source}: {name} must be an integer, got {type(value).__name__} {value!r}.")
+    return int(value)
+
+
+def check_code_fields(num_frames: int, num_samples: Any, original_sampling_rate: Any, token_rate: int,
+                      source: str) -> Tuple[Optional[int], Optional[int]]:
+    """`(num_samples, original_sampling_rate)` of a code file other than `.sct` (the `.pt` dict), bounded as a
+    `.sct` header is; None stays None (unknown). `token_rate` is the model's."""
+    remedy = "the file is corrupt or was not written by semanticodec-hf; re-create it from the audio (`encode`)."
+    if num_samples is not None:
+        num_samples = check_num_samples(_as_int(num_samples, "num_samples", source), num_frames, token_rate, source,
+                                        remedy)
+    if original_sampling_rate is not None:
+        original_sampling_rate = check_original_sampling_rate(
+            _as_int(original_sampling_rate, "original_sampling_rate", source), source, remedy)
+    return num_samples, original_sampling_rate
+
+
 # ------------------------------------------------------------------------------------------------ files
 def _header_bytes(header: SctHeader, crc: int) -> bytes:
     return _HEADER.pack(
@@ -186,8 +293,12 @@ def encode_sct(
     acoustic_codebook_size: int,
     num_samples: int,
     original_sampling_rate: int = CODEC_SAMPLING_RATE,
+    token_rates: Collection[int] = SCT_TOKEN_RATES,
 ) -> bytes:
-    """Header + packed codes of one item, as the bytes of a `.sct` file."""
+    """Header + packed codes of one item, as the bytes of a `.sct` file.
+
+    The header is bounded exactly as `read_header` bounds it, so nothing is written that a reader refuses.
+    `token_rates`: the accepted token rates (the published ones; pass a custom model's own rate to allow it)."""
     codes = _check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
     header = SctHeader(
         token_rate=_check_field("token_rate", token_rate, 1, 0xFFFF),
@@ -197,24 +308,31 @@ def encode_sct(
         num_samples=_check_field("num_samples", num_samples, 1, 2**64 - 1),
         original_sampling_rate=_check_field("original_sampling_rate", original_sampling_rate, 1, 0xFFFFFFFF),
     )
+    check_header(header, "the .sct header to write", token_rates, _WRITE_REMEDY)
     payload = pack_codes(codes, semantic_vocab_size, acoustic_codebook_size)
     crc = _checksum(_header_bytes(header, 0), payload)
     return _header_bytes(header, crc) + payload
 
 
-def read_header(data: bytes, source: str = "the data") -> SctHeader:
-    """Parse and check the header only (magic, version, sizes); the checksum needs the payload (`decode_sct`)."""
+def read_header(data: bytes, source: str = "the data", token_rates: Collection[int] = SCT_TOKEN_RATES) -> SctHeader:
+    """Parse and check the header only (magic, version, flags, sizes, field bounds); the checksum needs the payload
+    (`decode_sct`). `token_rates`: the accepted token rates (the published ones, or a model's own)."""
     if len(data) < HEADER_SIZE:
         if not MAGIC.startswith(bytes(data[: len(MAGIC)])) or not data:
             raise SctFormatError(f"{source} is not a .sct file ({len(data)} bytes, no SCT header).")
         raise SctFormatError(f"{source} is truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header.")
-    magic, version, _flags, token_rate, semantic, acoustic, frames, samples, rate, _crc, size = _HEADER.unpack_from(data)
+    magic, version, flags, token_rate, semantic, acoustic, frames, samples, rate, _crc, size = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise SctFormatError(f"{source} is not a .sct file (it starts with {bytes(magic)!r}, not {MAGIC!r}).")
     if version != FORMAT_VERSION:
         raise SctFormatError(
             f"{source} is .sct format version {version}; this semanticodec-hf reads version {FORMAT_VERSION}. "
             + ("Upgrade semanticodec-hf." if version > FORMAT_VERSION else "The file is corrupt.")
+        )
+    if flags:
+        raise SctFormatError(
+            f"{source}: the reserved flags byte (offset 5) is 0x{flags:02x}; version {FORMAT_VERSION} files have 0 "
+            f"there. {_READ_REMEDY[0].upper()}{_READ_REMEDY[1:]}"
         )
     if semantic < 2 or acoustic < 2 or frames < 1 or samples < 1 or rate < 1 or token_rate < 1:
         raise SctFormatError(
@@ -227,12 +345,14 @@ def read_header(data: bytes, source: str = "the data") -> SctHeader:
             f"{source} has an inconsistent header (payload size {size} bytes, but {frames} frames of "
             f"{header.bits_per_frame} bits need {header.payload_size}); the file is corrupt."
         )
-    return header
+    return check_header(header, source, token_rates)
 
 
-def decode_sct(data: bytes, source: str = "the data") -> Tuple[SctHeader, np.ndarray]:
-    """Bytes of a `.sct` file -> (header, int64 codes `(2, F)`), after checking sizes and the CRC-32."""
-    header = read_header(data, source)
+def decode_sct(
+    data: bytes, source: str = "the data", token_rates: Collection[int] = SCT_TOKEN_RATES
+) -> Tuple[SctHeader, np.ndarray]:
+    """Bytes of a `.sct` file -> (header, int64 codes `(2, F)`), after checking the header, sizes and the CRC-32."""
+    header = read_header(data, source, token_rates)
     payload = bytes(data[HEADER_SIZE:])
     if len(payload) != header.payload_size:
         state = "truncated" if len(payload) < header.payload_size else "has trailing bytes"
@@ -264,63 +384,69 @@ def check_variant(header: SctHeader, config: Any, source: str = "the file") -> N
         )
 
 
-def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write(temporary_path)` on a sibling temporary file, then rename it to `path`.
-
-    A reader never sees a half-written file, and a failure or Ctrl-C leaves nothing behind. The temporary
-    name keeps the suffix, so writers that pick the format from it (soundfile) work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+# Atomic writes (short locked temporaries, stale-leftover cleanup) live in `atomic_files`; re-exported here
+# because `write_sct` uses it and callers import it from this module.
+from .atomic_files import atomic_write  # noqa: E402
 
 
 def write_sct(path: PathLike, codes: Any, **fields: Any) -> SctHeader:
     """Write one `.sct` file atomically (fields as in `encode_sct`); returns its header."""
     data = encode_sct(codes, **fields)
     atomic_write(path, lambda temporary: temporary.write_bytes(data))
-    return read_header(data, str(path))
+    return read_header(data, str(path), fields.get("token_rates", SCT_TOKEN_RATES))
 
 
-def read_sct(path: PathLike) -> Tuple[SctHeader, np.ndarray]:
-    """Read and fully check one `.sct` file -> (header, int64 codes `(2, F)`)."""
+def _read_declared(handle: Any, header: SctHeader, source: str) -> bytes:
+    """The payload the header declares, read without reading past it (one byte more, to see trailing bytes)."""
+    payload = handle.read(header.payload_size + 1)
+    if len(payload) > header.payload_size:
+        try:
+            size = f"{os.fstat(handle.fileno()).st_size} bytes"
+        except (OSError, AttributeError, ValueError):
+            size = "longer"
+        raise SctFormatError(
+            f"{source} has trailing bytes: it is {size}, but its header describes {header.file_size} "
+            f"({header.num_frames} frames of {header.bits_per_frame} bits + {HEADER_SIZE}-byte header); the file is "
+            "corrupt or two files were joined."
+        )
+    return payload
+
+
+def read_sct(path: PathLike, token_rates: Collection[int] = SCT_TOKEN_RATES) -> Tuple[SctHeader, np.ndarray]:
+    """Read and fully check one `.sct` file -> (header, int64 codes `(2, F)`).
+
+    The magic and header are read and checked first, then at most the size they declare: a large file of
+    another type (or /dev/zero) costs 40 bytes, not its size. `token_rates` as in `read_header`."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            head = handle.read(HEADER_SIZE)
+            header = read_header(head, str(path), token_rates)
+            payload = _read_declared(handle, header, str(path))
     except OSError as error:
         raise SctFormatError(f"cannot read {path}: {error.strerror or error}.") from error
-    return decode_sct(data, str(path))
+    return decode_sct(head + payload, str(path), token_rates)
 
 
 __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAGIC",
+    "MAX_ORIGINAL_SAMPLING_RATE",
+    "SCT_TOKEN_RATES",
     "SctFormatError",
     "SctHeader",
     "atomic_write",
     "bit_width",
+    "check_code_fields",
+    "check_header",
+    "check_num_samples",
+    "check_original_sampling_rate",
+    "check_token_rate",
     "check_variant",
     "decode_sct",
     "encode_sct",
+    "num_samples_span",
     "pack_codes",
     "payload_size",
     "read_header",

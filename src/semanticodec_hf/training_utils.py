@@ -1,7 +1,16 @@
 """What the accelerate training loops (audio LM, codec) share: checkpoint discovery, resume, trackers, precision.
 
 A checkpoint is `OUTPUT/checkpoints/step_XXXXXXXX/` written by `accelerator.save_state` plus `trainer_state.json`,
-written last: a folder without it was interrupted mid-write and is ignored. The trainer state holds the step and,
+written last: a folder without it was interrupted mid-write and is ignored.
+
+Resuming never unpickles anything, because a checkpoint folder may come from someone else and unpickling runs
+code. accelerate 1.15 loads the model from safetensors and the optimizer, scaler and RNG states with
+`torch.load(weights_only=True)`, but the objects given to `register_for_checkpointing` with full pickle
+(`weights_only=False`). So the trainers do not register their scheduler and EMA with accelerate: they pass them
+to `start_run` / `save_checkpoint` as `objects`, whose states are written here as JSON + safetensors
+(`custom_state.json`, `custom_state.safetensors`). A folder holding accelerate's `custom_checkpoint_N.pkl` (from
+an older semanticodec-hf) is refused, and so is one whose RNG states cannot be restored without pickle (accelerate
+would skip them silently and the resume would not be exact). The trainer state holds the step and,
 under `recipe`, the recipe dict the run was started with (the `config` given to `start_run`): resuming under a
 different recipe would silently continue another run, so `start_run` refuses it (see `recipe_differences`).
 """
@@ -9,16 +18,24 @@ different recipe would silently continue another run, so `start_run` refuses it 
 from __future__ import annotations
 
 import json
+import pickle
+import random
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
+CUSTOM_STATE = "custom_state.json"  # the `objects`' states, tensors replaced by references into ...
+CUSTOM_TENSORS = "custom_state.safetensors"  # ... this file
+_PICKLED_CUSTOM = re.compile(r"^custom_checkpoint_\d+\.pkl$")  # what accelerate's register_for_checkpointing writes
+_TENSOR_KEY, _TUPLE_KEY = "__tensor__", "__tuple__"
 RECIPE_KEY = "recipe"  # trainer-state key of the recipe dict (what both trainers pass to save_checkpoint)
 # Recipe keys (dotted; a section prefix covers its sub-keys) that may change between a checkpoint and its resume:
 # they decide where things go and how often they are reported, not which weights come out. Both trainers' names
@@ -59,14 +76,19 @@ def resolve_resume(output: Path, resume: str) -> Optional[Path]:
     return path
 
 
-def save_checkpoint(accelerator, output: Path, step: int, state: Dict[str, Any], keep: int) -> Path:
-    """`save_state` on every process, then the trainer state (main process), then drop all but `keep` newest.
+def save_checkpoint(accelerator, output: Path, step: int, state: Dict[str, Any], keep: int,
+                    objects: Optional[Dict[str, Any]] = None) -> Path:
+    """`save_state` on every process, then the `objects`' states and the trainer state (main process), then drop
+    all but `keep` newest.
 
-    `state` should hold `{"recipe": config}` with the dict given to `start_run`, so a resume can be checked."""
+    `state` should hold `{"recipe": config}` with the dict given to `start_run`, so a resume can be checked.
+    `objects`: name -> object with `state_dict()` (scheduler, EMA), the same dict as given to `start_run`."""
+    _refuse_registered_objects(accelerator)
     path = Path(output) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     accelerator.save_state(str(path))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        save_custom_states(objects or {}, path)
         (path / TRAINER_STATE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
         for _, old in checkpoints(output)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -74,10 +96,145 @@ def save_checkpoint(accelerator, output: Path, step: int, state: Dict[str, Any],
     return path
 
 
-def load_checkpoint(accelerator, checkpoint: Path) -> int:
-    """Restore everything `save_state` wrote; returns the step the checkpoint was taken at."""
-    accelerator.load_state(str(checkpoint))
-    return int(json.loads((Path(checkpoint) / TRAINER_STATE).read_text())["step"])
+def _refuse_registered_objects(accelerator) -> None:
+    """Objects registered with accelerate are pickled on save and unpickled on resume: refuse them up front."""
+    if getattr(accelerator, "_custom_objects", None):
+        raise ValueError(
+            "Objects were registered with accelerator.register_for_checkpointing; accelerate pickles them and a "
+            "resume would have to unpickle them. Pass them as `objects` to start_run and save_checkpoint instead."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of a load error: torch's "Unsupported global: GLOBAL x.y" line when there is one (the rest of its
+    message suggests `weights_only=False`, the very thing refused here), else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    gist = next((line.split("WeightsUnpickler error: ")[-1].split(" was not an allowed global")[0]
+                 for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+    return f"{type(error).__name__}: {gist}"
+
+
+def load_checkpoint(accelerator, checkpoint: Path, objects: Optional[Dict[str, Any]] = None) -> int:
+    """Restore everything `save_checkpoint` wrote, without unpickling anything (see the module docstring);
+    returns the step the checkpoint was taken at."""
+    checkpoint = Path(checkpoint)
+    _refuse_pickled_custom_states(checkpoint)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"Cannot resume {checkpoint}: one of its optimizer/scheduler/scaler files holds Python objects that only "
+            f"full pickle can load ({_first_line(error)}). Resuming never unpickles, because that runs code "
+            "from the folder; the folder was not written by this trainer or was tampered with. Resume from a "
+            "checkpoint this trainer wrote, or start over (--resume no)."
+        ) from error
+    _check_random_states(accelerator, checkpoint)
+    load_custom_states(objects or {}, checkpoint)
+    return int(json.loads((checkpoint / TRAINER_STATE).read_text())["step"])
+
+
+def _refuse_pickled_custom_states(checkpoint: Path) -> None:
+    """accelerate loads `custom_checkpoint_N.pkl` with full pickle: refuse such a folder before it is touched."""
+    pickled = sorted(p.name for p in checkpoint.iterdir() if _PICKLED_CUSTOM.match(p.name))
+    if pickled:
+        raise ValueError(
+            f"Cannot resume {checkpoint}: it holds {', '.join(pickled)}, scheduler/EMA states that only load with "
+            "pickle (written by accelerate's register_for_checkpointing, as semanticodec-hf did before it stored "
+            f"them as {CUSTOM_STATE} + {CUSTOM_TENSORS}). Unpickling runs code from the folder, so it is refused. "
+            "Resume it with the semanticodec-hf that wrote it if you trust it, or start over (--resume no)."
+        )
+
+
+def _check_random_states(accelerator, checkpoint: Path) -> None:
+    """accelerate restores the RNG states with `weights_only=True` but skips them silently when that fails, and
+    the resume is then no longer exact: check that they loaded (CPU torch, numpy and Python generators)."""
+    from accelerate.utils import load  # torch.load(weights_only=True) with numpy's RNG types allowed
+
+    path = checkpoint / f"random_states_{accelerator.process_index}.pkl"
+    try:
+        states = load(path)
+        restored = (torch.equal(torch.get_rng_state(), states["torch_manual_seed"])
+                    and random.getstate() == states["random_state"]
+                    and _same_numpy_state(np.random.get_state(), states["numpy_random_seed"]))
+    except (OSError, pickle.UnpicklingError, KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot resume {checkpoint}: its random states ({path.name}) do not load without pickle "
+            f"({_first_line(error)}); the resumed run would not "
+            "repeat the original. Resume from a checkpoint this trainer wrote, or start over (--resume no)."
+        ) from error
+    if not restored:
+        raise ValueError(f"Cannot resume {checkpoint}: accelerate did not restore the random states in {path.name}; "
+                         "the resumed run would not repeat the original.")
+
+
+def _same_numpy_state(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------------------------ custom states without pickle
+def _to_json(value: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
+    """`value` with every tensor moved into `tensors` (replaced by a reference) and tuples marked; refuses anything
+    JSON cannot hold exactly, naming where it is."""
+    if torch.is_tensor(value):
+        key = str(len(tensors))
+        tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+        return {_TENSOR_KEY: key}
+    if isinstance(value, (list, tuple)):
+        items = [_to_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value)]
+        return {_TUPLE_KEY: items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        if any(not isinstance(key, str) or key in (_TENSOR_KEY, _TUPLE_KEY) for key in value):
+            raise TypeError(f"{where}: only string keys can be stored in {CUSTOM_STATE}, got {list(value)}.")
+        return {key: _to_json(item, tensors, f"{where}.{key}") for key, item in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{where}: a {type(value).__name__} cannot be stored in {CUSTOM_STATE} (tensors, numbers, "
+                    "strings, lists, tuples and dicts can).")
+
+
+def _from_json(value: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
+    """Inverse of `_to_json`."""
+    if isinstance(value, list):
+        return [_from_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR_KEY}:
+            if value[_TENSOR_KEY] not in tensors:
+                raise ValueError(f"{where} refers to tensor {value[_TENSOR_KEY]!r}, missing from {CUSTOM_TENSORS}.")
+            return tensors[value[_TENSOR_KEY]]
+        if set(value) == {_TUPLE_KEY}:
+            return tuple(_from_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value[_TUPLE_KEY]))
+        return {key: _from_json(item, tensors, f"{where}.{key}") for key, item in value.items()}
+    return value
+
+
+def save_custom_states(objects: Dict[str, Any], folder: Path) -> None:
+    """Each object's `state_dict()` into `folder/custom_state.json` + `custom_state.safetensors` (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors: Dict[str, torch.Tensor] = {}
+    encoded = {name: _to_json(obj.state_dict(), tensors, name) for name, obj in objects.items()}
+    save_file(tensors, str(Path(folder) / CUSTOM_TENSORS))
+    (Path(folder) / CUSTOM_STATE).write_text(json.dumps(encoded, indent=1) + "\n")
+
+
+def load_custom_states(objects: Dict[str, Any], folder: Path) -> None:
+    """Restore each object from `save_custom_states`' files: JSON and safetensors, which cannot carry code."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not objects:
+        return
+    if not (folder / CUSTOM_STATE).is_file() or not (folder / CUSTOM_TENSORS).is_file():
+        raise ValueError(f"Cannot resume {folder}: it has no {CUSTOM_STATE} / {CUSTOM_TENSORS} with the states of "
+                         f"{', '.join(objects)}; it was not written by this trainer.")
+    encoded = json.loads((folder / CUSTOM_STATE).read_text())
+    tensors = load_file(str(folder / CUSTOM_TENSORS))
+    missing = [name for name in objects if not isinstance(encoded, dict) or name not in encoded]
+    if missing:
+        raise ValueError(f"Cannot resume {folder}: {CUSTOM_STATE} lacks the states of {', '.join(missing)}; it was not "
+                         "written by this trainer (or by one with other objects).")
+    for name, obj in objects.items():
+        obj.load_state_dict(_from_json(encoded[name], tensors, name))
 
 
 _ABSENT = object()
@@ -222,20 +379,24 @@ def set_previous_run_aside(output: Path) -> Optional[Path]:
 
 
 def start_run(accelerator, output: Path, resume: str, project: str, config: Dict[str, Any],
-              neutral: Sequence[str] = RESUME_NEUTRAL_KEYS):
+              neutral: Sequence[str] = RESUME_NEUTRAL_KEYS, objects: Optional[Dict[str, Any]] = None):
     """Resume from a checkpoint if asked (`auto`: the newest), open the metrics log and the trackers.
 
     A resume is refused (`ValueError`) when `config` differs from the recipe stored in the checkpoint outside
     the `neutral` keys. `resume="no"` starts over: the folder's old checkpoints and metrics log are moved aside
     first (`set_previous_run_aside`), otherwise the new run's first checkpoints would be pruned as the oldest and
     `auto` would later pick the old run's.
-    Returns `(start_step, log)`; call after `prepare` and `register_for_checkpointing`.
+    `objects`: name -> object with `state_dict`/`load_state_dict` (scheduler, EMA) restored with the checkpoint;
+    pass the same dict to `save_checkpoint`. Do not use `accelerator.register_for_checkpointing`: accelerate
+    unpickles those (see the module docstring).
+    Returns `(start_step, log)`; call after `prepare`.
     """
+    _refuse_registered_objects(accelerator)
     start_step = 0
     checkpoint = resolve_resume(output, resume)
     if checkpoint is not None:
         check_resume_recipe(checkpoint, config, neutral)
-        start_step = load_checkpoint(accelerator, checkpoint)
+        start_step = load_checkpoint(accelerator, checkpoint, objects)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
     elif resume == "no":
         if accelerator.is_main_process:
