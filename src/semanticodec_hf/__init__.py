@@ -1,42 +1,73 @@
 """semanticodec-hf: SemantiCodec as Hugging Face software.
 
-Importing the package registers the `semanticodec` model type with `AutoConfig`,
-`AutoFeatureExtractor`, `AutoModel` and `AutoModelForAudioTokenization`.
+Importing the package registers the `semanticodec` model type with `AutoConfig`, `AutoFeatureExtractor`,
+`AutoModel` and `AutoModelForAudioTokenization`.
+
+The package imports lazily: its classes come from their modules on first use (`from semanticodec_hf import
+SemantiCodecModel` works as always), so that `semanticodec-hf info` and other light paths do not pay seconds and
+hundreds of MB for torch, transformers and diffusers. The Auto classes are registered at once if transformers is
+already imported, otherwise right after it is (see `auto_registration`), so `import semanticodec_hf` followed by
+`AutoModel.from_pretrained(...)` keeps working.
 """
 
-from .configuration_semanticodec import (
-    PUBLISHED_SEMANTIC_VOCAB_SIZES,
-    PUBLISHED_TOKEN_RATES,
-    SemantiCodecConfig,
-)
-from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
-from .modeling_semanticodec import (
-    SemantiCodecDecoderOutput,
-    SemantiCodecEncoderOutput,
-    SemantiCodecModel,
-    SemantiCodecOutput,
-    SemantiCodecPreTrainedModel,
-)
-from .audio_token_layout import SemantiCodecVocabularyLayout
-from .tokenization_semanticodec import SemantiCodecAudioTokenizer
-from .datasets_utils import SemantiCodecTokenizeFunction
-from .acoustic_bpe import AcousticBPE  # sentencepiece is imported only when a BPE model is trained or loaded
-from .metrics import CodecMetrics  # pesq/pystoi/matplotlib are imported only when used
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, List
+
+from .auto_registration import AUTO_REGISTRATION, install, register_auto_classes
+
+# public name -> submodule that defines it (imported on first access, see `__getattr__`)
+_EXPORTS = {
+    "PUBLISHED_SEMANTIC_VOCAB_SIZES": "configuration_semanticodec",
+    "PUBLISHED_TOKEN_RATES": "configuration_semanticodec",
+    "SemantiCodecConfig": "configuration_semanticodec",
+    "SemantiCodecFeatureExtractor": "feature_extraction_semanticodec",
+    "SemantiCodecDecoderOutput": "modeling_semanticodec",
+    "SemantiCodecEncoderOutput": "modeling_semanticodec",
+    "SemantiCodecModel": "modeling_semanticodec",
+    "SemantiCodecOutput": "modeling_semanticodec",
+    "SemantiCodecPreTrainedModel": "modeling_semanticodec",
+    "SemantiCodecVocabularyLayout": "audio_token_layout",
+    "SemantiCodecAudioTokenizer": "tokenization_semanticodec",
+    "SemantiCodecTokenizeFunction": "datasets_utils",
+    "AcousticBPE": "acoustic_bpe",  # sentencepiece is imported only when a BPE model is trained or loaded
+    "CodecMetrics": "metrics",  # pesq/pystoi/matplotlib are imported only when used
+}
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from .acoustic_bpe import AcousticBPE
+    from .audio_token_layout import SemantiCodecVocabularyLayout
+    from .configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES, SemantiCodecConfig
+    from .datasets_utils import SemantiCodecTokenizeFunction
+    from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+    from .metrics import CodecMetrics
+    from .modeling_semanticodec import (
+        SemantiCodecDecoderOutput,
+        SemantiCodecEncoderOutput,
+        SemantiCodecModel,
+        SemantiCodecOutput,
+        SemantiCodecPreTrainedModel,
+    )
+    from .tokenization_semanticodec import SemantiCodecAudioTokenizer
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public class from its module on first access (PEP 562), then keep it as a plain attribute."""
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    AUTO_REGISTRATION.try_register()
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0.dev0"
-
-
-def register_auto_classes() -> None:
-    """Make the transformers Auto classes resolve `model_type="semanticodec"` (idempotent)."""
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioTokenization
-
-    AutoConfig.register(SemantiCodecConfig.model_type, SemantiCodecConfig, exist_ok=True)
-    AutoFeatureExtractor.register(SemantiCodecConfig, SemantiCodecFeatureExtractor, exist_ok=True)
-    AutoModel.register(SemantiCodecConfig, SemantiCodecModel, exist_ok=True)
-    AutoModelForAudioTokenization.register(SemantiCodecConfig, SemantiCodecModel, exist_ok=True)
-
-
-register_auto_classes()
 
 __all__ = [
     "PUBLISHED_SEMANTIC_VOCAB_SIZES",
@@ -55,3 +86,5 @@ __all__ = [
     "SemantiCodecPreTrainedModel",
     "register_auto_classes",
 ]
+
+install()

@@ -2,22 +2,28 @@
 
 Exit codes scripts can rely on: 0 success; 2 a usage or input error (bad option, unreadable or corrupt file,
 too-short audio, wrong variant, ...), printed as one line without a traceback; 1 an unexpected error (a bug:
-the traceback is printed); 130 interrupted. No command leaves a partial output file: every output is written
-to a temporary sibling and renamed into place when complete.
+the traceback is printed); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). No command leaves a partial
+output file: every output is written to a short locked temporary sibling and renamed into place when complete;
+what a killed run (SIGKILL) leaves is removed by the next run that writes into that folder. No output may be
+an input (or another output), and output locations are checked before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 EXAMPLES = """examples:
   semanticodec-hf compress speech.wav speech.sct --model semanticodec-100tps-8192
@@ -31,7 +37,8 @@ EXAMPLES = """examples:
   semanticodec-hf roundtrip speech.wav noise.wav --tiny --steps 5   # random tiny model: smoke test only
   semanticodec-hf convert --token-rate 100 --semantic-vocab-size 8192 --output semanticodec-100tps-8192
 
-exit codes: 0 ok, 2 usage or input error (one line on stderr), 1 unexpected error (a bug), 130 interrupted.
+exit codes: 0 ok, 2 usage or input error (one line on stderr), 1 unexpected error (a bug), 130 interrupted,
+143 terminated (SIGTERM).
 """
 
 CODE_SUFFIXES = (".npy", ".pt")
@@ -67,22 +74,35 @@ def _audio_suffixes() -> Tuple[str, ...]:
     return tuple(sorted(suffixes))
 
 
-def _check_audio_output_suffix(path: Path) -> None:
+def _check_audio_output(path: Path, subtype: Optional[str]) -> None:
+    """Refuse, before any work, an audio output whose format or `--subtype` soundfile cannot write (otherwise the
+    error would come after encoding and decoding, leaving the codes of `roundtrip` behind)."""
     import soundfile as sf
 
-    if path.suffix[1:].upper() not in sf.available_formats():
+    audio_format = path.suffix[1:].upper()
+    if audio_format not in sf.available_formats():
         raise CliError(
             f"cannot write audio to {path}: soundfile does not know the format {path.suffix or '(no suffix)'!r}; "
             "use .wav or .flac."
         )
+    if subtype is None:
+        return
+    valid = [name for name in sf.available_subtypes(audio_format) if sf.check_format(audio_format, name)]
+    if subtype.upper() not in sf.available_subtypes():
+        raise CliError(f"--subtype {subtype} is not a soundfile subtype; for {path.suffix} files use one of "
+                       f"{', '.join(valid)}.")
+    if not sf.check_format(audio_format, subtype.upper()):
+        raise CliError(f"--subtype {subtype} cannot be written to {path.suffix} files ({path}); use one of "
+                       f"{', '.join(valid)}, or another output format.")
 
 
 def _read_audio(path: Path, max_duration: float):
     """Channels-first float32 audio and its rate; refuses a file longer than `max_duration` before reading it."""
     import soundfile as sf
 
-    if not path.is_file():
-        raise CliError(f"input file {path} does not exist.")
+    if _stat_kind(path) != "file":
+        raise CliError(f"input file {path} does not exist." if _stat_kind(path) is None else
+                       f"input {path} is a folder, not an audio file.")
     try:
         info = sf.info(str(path))
     except Exception as error:
@@ -114,8 +134,135 @@ def _write_audio(path: Path, wave, sampling_rate: int, subtype: Optional[str]) -
     wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
     try:
         atomic_write(path, lambda temporary: sf.write(str(temporary), wave, sampling_rate, subtype=subtype))
+    except OSError as error:
+        raise _write_failure(path, error) from error
     except (sf.LibsndfileError, ValueError, TypeError) as error:
         raise CliError(f"cannot write {path} (subtype {subtype or 'default'}): {error}") from error
+
+
+# ------------------------------------------------------------------------------- output safety
+_WRITE_HINTS = {
+    errno.EACCES: "no permission to write there; choose another output location or change the folder's permissions",
+    errno.EPERM: "the operation is not permitted there; choose another output location",
+    errno.EROFS: "the filesystem is read-only; choose another output location",
+    errno.ENOSPC: "the disk is full; free some space or choose another output location",
+    errno.EDQUOT: "the disk quota is exhausted; free some space or choose another output location",
+    errno.ENAMETOOLONG: "the name is too long for this filesystem; choose a shorter output name",
+    errno.ENOTDIR: "a file stands where the output path needs a folder; choose another output location",
+    errno.EEXIST: "a file stands where the output path needs a folder; choose another output location",
+    errno.EISDIR: "a folder has the output's name; choose another output name",
+}
+
+
+def _write_failure(path: Path, error: OSError) -> CliError:
+    """One line for a filesystem error while writing `path`: which file, what went wrong, what to do."""
+    hint = _WRITE_HINTS.get(error.errno, "check the output location")
+    return CliError(f"cannot write {path}: {error.strerror or error}; {hint}.")
+
+
+def _file_keys(path: Path) -> Set[Tuple[Any, ...]]:
+    """What identifies the file `path` names: its resolved path (symlinks, `..` and relative spellings undone)
+    and, if it exists, its device and inode (hard links, case-insensitive spellings). Two paths name the same
+    file when their keys intersect."""
+    try:
+        resolved = str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved = os.path.abspath(path)
+    keys: Set[Tuple[Any, ...]] = {("path", os.path.normcase(resolved))}
+    try:
+        status = os.stat(path)
+        keys.add(("inode", status.st_dev, status.st_ino))
+    except (OSError, ValueError):
+        pass
+    return keys
+
+
+def _refuse_overwriting(inputs: Sequence[Path], outputs: Sequence[Tuple[str, Path]]) -> None:
+    """Before any work: no output may be an input, and no two outputs may be one file (the later write would
+    silently replace the earlier one)."""
+    input_keys = [(source, _file_keys(source)) for source in inputs]
+    seen: List[Tuple[str, Path, Set[Tuple[Any, ...]]]] = []
+    for what, path in outputs:
+        keys = _file_keys(path)
+        for source, source_keys in input_keys:
+            if keys & source_keys:
+                raise CliError(f"the {what} {path} is the input file {source}; writing it would destroy the input. "
+                               f"Choose another {what} name.")
+        for other_what, other, other_keys in seen:
+            if keys & other_keys:
+                raise CliError(f"the {what} {path} and the {other_what} {other} are the same file; one would "
+                               "overwrite the other. Choose different names.")
+        seen.append((what, path, keys))
+
+
+def _name_max(folder: Path) -> int:
+    """Longest file name (bytes) the filesystem of `folder` allows; 255 where it cannot be asked."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no limit reported
+        return 255
+
+
+def _shorten(name: str, keep: int = 40) -> str:
+    return name if len(name) <= keep else name[: keep - 3] + "..."
+
+
+def _stat_kind(path: Path) -> Optional[str]:
+    """What `path` is: "dir", "file" (anything else that exists) or None (missing, or not even a valid path: a
+    name too long, a file used as a folder, ...). Unlike `Path.is_dir`, never raises."""
+    try:
+        return "dir" if os.path.isdir(path) else ("file" if os.path.lexists(path) else None)
+    except (OSError, ValueError):
+        return None
+
+
+def _output_problem(path: Path) -> Optional[str]:
+    """Why `path` cannot be written, found without writing anything: the nearest existing folder on its way must
+    be a writable folder, and every name still to be created must fit the filesystem's limit. None if fine."""
+    absolute = Path(os.path.abspath(path))
+    to_create = [absolute.name]
+    ancestor = absolute.parent
+    while _stat_kind(ancestor) is None and ancestor != ancestor.parent:
+        to_create.append(ancestor.name)
+        ancestor = ancestor.parent
+    if _stat_kind(ancestor) != "dir":
+        return f"{ancestor} is a file, not a folder; choose another output location"
+    limit = _name_max(ancestor)
+    for name in to_create:
+        size = len(os.fsencode(name))
+        if size > limit:
+            return (f"the name {_shorten(name)!r} is {size} bytes, more than the {limit} this filesystem allows; "
+                    "choose a shorter name")
+    if _stat_kind(path) == "dir":
+        return f"{path} is an existing folder; name a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return (f"no permission to create files in {ancestor}; choose another output folder or change its "
+                "permissions")
+    return None
+
+
+def _prepare_outputs(args: argparse.Namespace, outputs: Sequence[Tuple[str, Path]]) -> None:
+    """Before any work: refuse outputs that cannot be written (the first named, the others counted), and remove
+    the temporary files that killed runs of ours left in the output folders (`remove_stale_temporaries`)."""
+    from .atomic_files import remove_stale_temporaries
+
+    problems = [(what, path, problem) for what, path in outputs if (problem := _output_problem(path)) is not None]
+    if problems:
+        what, path, problem = problems[0]
+        others = len(problems) - 1
+        more = f" (and {others} more output{'s' if others > 1 else ''} with problems)" if others else ""
+        raise CliError(f"cannot write the {what} {path}: {problem}{more}; nothing was run.")
+    folders = {path.parent for _what, path in outputs}
+    for folder in sorted(folders):
+        if _stat_kind(folder) == "dir":
+            for stale in remove_stale_temporaries(folder):
+                _note(args, f"removed {stale}, a temporary file left by an interrupted run")
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A warning-like line on stderr (silenced by --quiet)."""
+    if not getattr(args, "quiet", False):
+        print(f"semanticodec-hf {args.command}: note: {message}", file=sys.stderr)
 
 
 def _device(name: str):
@@ -142,7 +289,6 @@ def _set_decoder_dtype(codec, args: argparse.Namespace):
 
 def load_codec(model: Optional[str], tiny: bool, device: str = "cpu"):
     """The codec and its feature extractor; never falls back to random weights unless --tiny is given."""
-    from .configuration_semanticodec import SemantiCodecConfig
     from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
     from .modeling_semanticodec import SemantiCodecModel
 
@@ -153,10 +299,7 @@ def load_codec(model: Optional[str], tiny: bool, device: str = "cpu"):
             "check that the pipeline runs.",
             file=sys.stderr,
         )
-        import torch
-
-        torch.manual_seed(0)
-        return SemantiCodecModel(SemantiCodecConfig.tiny()).to(device).eval(), SemantiCodecFeatureExtractor()
+        return SemantiCodecModel.tiny(seed=0).to(device).eval(), SemantiCodecFeatureExtractor()
     if not model:
         raise CliError("pass --model PATH_OR_HUB_ID (a converted model folder), or --tiny for a smoke test.")
     from transformers import AutoFeatureExtractor, AutoModel
@@ -193,47 +336,69 @@ class Job:
     target: Path
 
 
-def _expand(pattern: str, suffixes: Tuple[str, ...]) -> List[Tuple[Path, Path]]:
-    """(file, path relative to what the user named) for a file, a folder (recursive) or a glob pattern."""
+def _is_input_file(path: Path, suffixes: Tuple[str, ...]) -> bool:
+    """What folders and globs pick up: files with an input suffix, not hidden (our temporaries are hidden)."""
+    return path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
+
+
+def _expand(pattern: str, suffixes: Tuple[str, ...], notes: Optional[List[str]] = None) -> List[Tuple[Path, Path]]:
+    """(file, path relative to what the user named) for a file, a folder (recursive) or a glob pattern.
+
+    Folders and globs keep only input files (`_is_input_file`); how many other files a glob matched is added
+    to `notes`, since the user named them (a folder's other files are silently not inputs).
+    """
     path = Path(pattern)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                       and not p.name.startswith("."))
+    if _stat_kind(path) == "dir":
+        files = sorted(p for p in path.rglob("*") if _is_input_file(p, suffixes))
         if not files:
             raise CliError(f"folder {path} holds no input files ({', '.join(suffixes)}).")
         return [(p, p.relative_to(path)) for p in files]
-    if path.exists():
+    if _stat_kind(path) is not None:
         return [(path, Path(path.name))]
     if GLOB_CHARACTERS & set(pattern):
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not matched:
             raise CliError(f"the pattern {pattern!r} matches no files.")
+        files = [p for p in matched if _is_input_file(p, suffixes)]
+        if not files:
+            raise CliError(f"the pattern {pattern!r} matches {len(matched)} files, but none is an input file "
+                           f"({', '.join(suffixes)}).")
+        if len(files) < len(matched) and notes is not None:
+            notes.append(f"the pattern {pattern!r} matches {len(matched) - len(files)} files that are not input "
+                         f"files ({', '.join(suffixes)}); skipped them.")
         return [(p, Path(p.name)) for p in files]
     raise CliError(f"input {pattern} does not exist.")
 
 
-def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], out_suffix: str) -> List[Job]:
+def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], out_suffix: str,
+                 notes: Optional[List[str]] = None) -> List[Job]:
     """Pair inputs with outputs: one file -> OUTPUT as given; several, a folder or a glob -> files in folder OUTPUT.
 
     Names in the output folder keep each file's path below the folder it was found in, with `out_suffix`;
-    two inputs that would write the same output are refused before anything runs.
+    two inputs that would write the same output, and an output that is one of the inputs (however spelled,
+    symlinked or hard-linked), are refused before anything runs.
     """
-    single = len(inputs) == 1 and Path(inputs[0]).is_file()
+    single = len(inputs) == 1 and _stat_kind(Path(inputs[0])) == "file"
     out = Path(output)
-    if single and not out.is_dir() and not output.endswith(("/", os.sep)):
+    if single and _stat_kind(out) != "dir" and not output.endswith(("/", os.sep)):
         source = Path(inputs[0])
-        if source.resolve() == out.resolve():
-            raise CliError(f"the output {out} is the input file; choose another name.")
+        if _file_keys(source) & _file_keys(out):
+            raise CliError(f"the output {out} is the input file {source}; writing it would destroy the input. "
+                           "Choose another name.")
         return [Job(source, out)]
     pairs: List[Tuple[Path, Path]] = []
     for pattern in inputs:  # first, so that a missing input is reported as such
-        pairs.extend(_expand(pattern, suffixes))
-    if out.exists() and not out.is_dir():
+        pairs.extend(_expand(pattern, suffixes, notes))
+    if _stat_kind(out) == "file":
         raise CliError(
             f"several inputs need an output folder, but {out} is a file; name a folder (it is created if missing)."
         )
     jobs: Dict[Path, Job] = {}
     seen_sources = set()
+    input_keys: Dict[Tuple[Any, ...], Path] = {}
+    for source, _relative in pairs:
+        for key in _file_keys(source):
+            input_keys.setdefault(key, source)
     for source, relative in pairs:
         if source.resolve() in seen_sources:
             continue
@@ -244,10 +409,21 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
                 f"{jobs[target].source} and {source} would both be written to {target}; rename one, or pass their "
                 "folder instead (folders keep sub-folder paths)."
             )
-        if target.resolve() == source.resolve():
-            raise CliError(f"the output {target} is the input file; choose another output folder.")
+        clash = next((input_keys[key] for key in _file_keys(target) if key in input_keys), None)
+        if clash is not None:
+            raise CliError(f"the output {target} is the input file {clash}; writing it would destroy the input. "
+                           "Choose another output folder.")
         jobs[target] = Job(source, target)
     return list(jobs.values())
+
+
+def _jobs_for(args: argparse.Namespace, suffixes: Tuple[str, ...], out_suffix: str) -> List[Job]:
+    """`resolve_jobs` for a command's INPUT... OUTPUT, its notes (skipped glob matches) printed."""
+    notes: List[str] = []
+    jobs = resolve_jobs(args.inputs, args.output, suffixes, out_suffix, notes)
+    for note in notes:
+        _note(args, note)
+    return jobs
 
 
 def _groups(jobs: List[Job], size: int) -> Iterator[List[Job]]:
@@ -358,6 +534,7 @@ def _encode_group(args: argparse.Namespace, codec, items: List[Dict[str, Any]]) 
 
 def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job, Any, int, int, Any], str]) -> int:
     """Shared body of `compress` and `encode`: read, extract features, encode in groups, write each result."""
+    _prepare_outputs(args, [("output", job.target) for job in jobs])
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
 
     def process_group(group: List[Job], outcome: Outcome, bar: Any) -> None:
@@ -389,7 +566,7 @@ def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job
 def cmd_compress(args: argparse.Namespace) -> int:
     from .sct_format import SctFormatError, write_sct
 
-    jobs = resolve_jobs(args.inputs, args.output, _audio_suffixes(), ".sct")
+    jobs = _jobs_for(args, _audio_suffixes(), ".sct")
 
     def write(job: Job, codes, num_samples: int, original_rate: int, config) -> str:
         try:
@@ -398,7 +575,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 acoustic_codebook_size=config.acoustic_codebook_size, num_samples=num_samples,
                 original_sampling_rate=original_rate,
             )
-        except (SctFormatError, OSError) as error:
+        except OSError as error:
+            raise _write_failure(job.target, error) from error
+        except SctFormatError as error:
             raise CliError(f"cannot write {job.target}: {error}") from error
         return (f"{header.duration:.2f} s, {header.num_frames} frames, {header.file_size} bytes "
                 f"({8 * header.payload_size / header.duration:.0f} bit/s payload, {config.bitrate:g} bit/s nominal)")
@@ -435,11 +614,11 @@ def _save_codes(path: Path, codes, num_samples: int, original_rate: int, config)
     try:
         atomic_write(path, write)
     except OSError as error:
-        raise CliError(f"cannot write {path}: {error}") from error
+        raise _write_failure(path, error) from error
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    jobs = resolve_jobs(args.inputs, args.output, _audio_suffixes(), f".{args.format}")
+    jobs = _jobs_for(args, _audio_suffixes(), f".{args.format}")
     for job in jobs:
         if job.target.suffix not in CODE_SUFFIXES:
             raise CliError(f"cannot save codes to {job.target}: use a .npy or .pt file name, or end OUTPUT with / "
@@ -481,10 +660,10 @@ def _variant_mismatch(config, found: Tuple[int, int, int], source: Path) -> None
 
 
 def _read_sct_item(path: Path, config) -> CodeItem:
-    from .sct_format import SctFormatError, check_variant, read_sct
+    from .sct_format import SCT_TOKEN_RATES, SctFormatError, check_variant, read_sct
 
-    try:
-        header, codes = read_sct(path)
+    try:  # the model's own token rate is accepted too (a custom model's files), then must match it
+        header, codes = read_sct(path, token_rates={*SCT_TOKEN_RATES, config.token_rate})
         check_variant(header, config, str(path))
     except SctFormatError as error:
         raise CliError(str(error)) from error
@@ -495,6 +674,8 @@ def _read_code_item(path: Path, config) -> CodeItem:
     """Codes from `.npy` ((2, F) ints) or `.pt` (our dict, or a bare (2, F) tensor); `.sct` works too."""
     import numpy as np
     import torch
+
+    from .sct_format import SctFormatError, check_code_fields
 
     if path.suffix == ".sct":
         return _read_sct_item(path, config)
@@ -527,10 +708,12 @@ def _read_code_item(path: Path, config) -> CodeItem:
     except Exception as error:
         raise CliError(f"cannot read codes from {path} ({type(error).__name__}: {error}); is the file corrupt?") from error
     codes = _check_codes_for(config, codes, path)
-    num_samples = int(num_samples) if num_samples is not None else None
-    if num_samples is not None and num_samples < 1:
-        raise CliError(f"{path} records num_samples={num_samples}; it must be positive.")
-    return CodeItem(codes, num_samples, int(original_rate) if original_rate else None)
+    try:  # bounded as a .sct header is: 2**64 samples or a 16 MHz rate must not reach the decoder
+        num_samples, original_rate = check_code_fields(codes.shape[1], num_samples, original_rate, config.token_rate,
+                                                       str(path))
+    except SctFormatError as error:
+        raise CliError(str(error)) from error
+    return CodeItem(codes, num_samples, original_rate)
 
 
 STREAM_DECODE_WINDOWS = 8  # files longer than this many decode windows (~80 s) are decoded and written in pieces
@@ -575,6 +758,8 @@ def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -
 
     try:
         atomic_write(job.target, write)
+    except OSError as error:
+        raise _write_failure(job.target, error) from error
     except (sf.LibsndfileError, ValueError, TypeError) as error:
         raise CliError(f"cannot write {job.target} (subtype {args.subtype or 'default'}): {error}") from error
     return written[0] / rate
@@ -588,7 +773,8 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
     from .resampling import resample
 
     for job in jobs:
-        _check_audio_output_suffix(job.target)
+        _check_audio_output(job.target, args.subtype)
+    _prepare_outputs(args, [("output", job.target) for job in jobs])
     codec, _ = load_codec(args.model, args.tiny, args.device)
     codec = _set_decoder_dtype(codec, args)
     config = codec.config
@@ -652,12 +838,12 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    jobs = resolve_jobs(args.inputs, args.output, (".sct",), ".wav")
+    jobs = _jobs_for(args, (".sct",), ".wav")
     return _decode_jobs(args, jobs, _read_sct_item)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    jobs = resolve_jobs(args.inputs, args.output, CODE_SUFFIXES, ".wav")
+    jobs = _jobs_for(args, CODE_SUFFIXES, ".wav")
     return _decode_jobs(args, jobs, _read_code_item)
 
 
@@ -666,7 +852,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Print each `.sct` header and check its payload; no model is loaded."""
     from .sct_format import HEADER_SIZE, SctFormatError, read_sct
 
-    paths = [path for pattern in args.inputs for path, _ in _expand(pattern, (".sct",))]
+    notes: List[str] = []
+    paths = [path for pattern in args.inputs for path, _ in _expand(pattern, (".sct",), notes)]
+    for note in notes:
+        _note(args, note)
     failures, records = 0, []
     for path in paths:
         try:
@@ -702,7 +891,13 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 
     from .sct_format import atomic_write
 
-    _check_audio_output_suffix(Path(args.output))
+    output = Path(args.output)
+    codes_path = Path(args.codes) if args.codes else output.with_suffix(".codes.npy")
+    # Everything that can be refused is refused here, before the model is loaded and the audio encoded.
+    _check_audio_output(output, args.subtype)
+    outputs = [("output", output), ("codes file", codes_path)]
+    _refuse_overwriting([Path(args.input)], outputs)
+    _prepare_outputs(args, outputs)
     audio, sampling_rate = _read_audio(Path(args.input), args.max_duration)
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
     codec = _set_decoder_dtype(codec, args)
@@ -735,14 +930,19 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     decode_seconds = time.perf_counter() - start
     wave = decoded.audio_values[0, 0, : int(decoded.audio_values_lengths[0])].cpu().numpy()
 
-    codes_path = Path(args.codes) if args.codes else Path(args.output).with_suffix(".codes.npy")
-
     def save_codes(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
             np.save(handle, codes)
 
-    atomic_write(codes_path, save_codes)
-    _write_audio(Path(args.output), wave, config.sampling_rate, args.subtype)
+    try:
+        atomic_write(codes_path, save_codes)
+    except OSError as error:
+        raise _write_failure(codes_path, error) from error
+    try:
+        _write_audio(output, wave, config.sampling_rate, args.subtype)
+    except BaseException:  # the pair is the result: no codes without their reconstruction
+        codes_path.unlink(missing_ok=True)
+        raise
 
     if not args.quiet:
         print(
@@ -827,12 +1027,43 @@ def _audio_input_options(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse longer inputs before reading them (default {DEFAULT_MAX_DURATION:g}; 0 = no limit)")
 
 
-def _decoder_options(parser: argparse.ArgumentParser) -> None:
+class _LazyChoices(Sequence[str]):
+    """argparse `choices` read on first use: the sampler names live next to diffusers, which building the parser
+    (e.g. for `info`) must not import. argparse only looks at them to check a given value or print help."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        self._values: Optional[Tuple[str, ...]] = None
+
+    def _get(self) -> Tuple[str, ...]:
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+
+def _sampler_names() -> Sequence[str]:
     from .modeling_semanticodec_decoder import SAMPLERS
 
+    return SAMPLERS
+
+
+def _decoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default: the model's, 50)")
-    parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS),
-                        help="ddim (the original) or a faster solver such as dpmsolver++ (use 10-20 steps)")
+    parser.add_argument("--sampler", default="ddim", choices=_LazyChoices(_sampler_names), metavar="SAMPLER",
+                        help="%(choices)s: ddim (the original) or a faster solver such as dpmsolver++ (use 10-20 "
+                             "steps)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default 2.0)")
     parser.add_argument("--decoder-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="precision of the decoder's networks: float32 (the original's, default) or bfloat16 "
@@ -841,7 +1072,8 @@ def _decoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the stochastic decoder; every file is decoded with it as if alone (default 0)")
     parser.add_argument("--subtype", default="PCM_16",
-                        help="soundfile subtype of written audio: PCM_16 (default), PCM_24, FLOAT, ...")
+                        help="soundfile subtype of written audio: PCM_16 (default), PCM_24, FLOAT, ... (checked "
+                             "against the output format before any work)")
 
 
 def _sub(commands, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
@@ -861,7 +1093,12 @@ def _add_continue(commands) -> None:
     parser.set_defaults(func=run_continue)
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILTIN_COMMANDS = ("compress", "decompress", "encode", "decode", "info", "roundtrip", "convert")
+
+
+def build_parser(include_continue: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; without `include_continue` the optional `continue` command (which imports the LM
+    toolkit, torch and more) is left out, so that light commands such as `info` start fast."""
     parser = argparse.ArgumentParser(
         prog="semanticodec-hf",
         description="SemantiCodec as Hugging Face software: compress audio to .sct files at 0.31-1.40 kbps and back, "
@@ -941,25 +1178,64 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quiet", "-q", action="store_true")
     convert.set_defaults(func=cmd_convert)
 
-    _add_continue(commands)
+    if include_continue:
+        _add_continue(commands)
     return parser
 
 
+def _command_name(argv: Sequence[str]) -> Optional[str]:
+    """The command named in `argv` (the first argument that is not an option), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the same clean-up as for Ctrl-C runs (temporary files removed)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM (what `kill`, systemd, docker and batch schedulers send) into `_Terminated` while a command
+    runs, so that it leaves no temporary file and exits 143. A parent that made us ignore SIGTERM is obeyed;
+    signal handlers can only be set from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one command; returns the exit code (0 ok, 2 usage/input error, 1 unexpected error, 130 interrupted)."""
-    parser = build_parser()
+    """Run one command; returns the exit code (0 ok, 2 usage/input error, 1 unexpected error, 130 interrupted,
+    143 terminated by SIGTERM)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(include_continue=_command_name(argv) not in BUILTIN_COMMANDS)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help (0) or a usage error (2), already printed by argparse
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_exception():
+            return int(args.func(args) or 0)
     except _Reported:
         return 2
     except CliError as error:
         print(f"semanticodec-hf {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"semanticodec-hf {args.command}: terminated (SIGTERM); no partial output was left.", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
     except KeyboardInterrupt:
         print(f"semanticodec-hf {args.command}: interrupted; no partial output was left.", file=sys.stderr)
         return 130
