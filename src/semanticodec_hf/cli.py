@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import glob
 import json
 import os
 import signal
@@ -23,7 +22,25 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+# Job resolution (inputs -> outputs, same-file refusals) lives in its own torch-free module; its names are
+# re-exported here (`semanticodec_hf.cli.resolve_jobs`, `cli.CliError`, ...) for callers and tests.
+from .cli_jobs import (  # noqa: F401  (re-exports)
+    GLOB_CHARACTERS,
+    CliError,
+    Job,
+    audio_suffixes,
+    expand,
+    file_keys,
+    groups,
+    is_input_file,
+    refuse_overwriting,
+    resolve_jobs,
+    stat_kind,
+)
+
+_audio_suffixes = audio_suffixes  # the name older callers (tests/test_cli_safety.py) use
 
 EXAMPLES = """examples:
   semanticodec-hf compress speech.wav speech.sct --model semanticodec-100tps-8192
@@ -42,13 +59,8 @@ exit codes: 0 ok, 2 usage or input error (one line on stderr), 1 unexpected erro
 """
 
 CODE_SUFFIXES = (".npy", ".pt")
-GLOB_CHARACTERS = set("*?[")
 DEFAULT_MAX_DURATION = 3600.0  # seconds; see --max-duration
 PT_FORMAT_TAG = "semanticodec-codes-v1"
-
-
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback, exit code 2."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -59,19 +71,6 @@ def _log(args: argparse.Namespace, message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(message, file=sys.stdout)
-
-
-def _audio_suffixes() -> Tuple[str, ...]:
-    """File name endings soundfile can read here (`.wav`, `.flac`, `.ogg`, `.mp3`, ...)."""
-    import soundfile as sf
-
-    formats = set(sf.available_formats()) - {"RAW"}  # headerless: unreadable without being told its layout
-    suffixes = {f".{name.lower()}" for name in formats}
-    if "AIFF" in formats:
-        suffixes.add(".aif")
-    if "OGG" in formats:
-        suffixes |= {".oga", ".opus"}
-    return tuple(sorted(suffixes))
 
 
 def _check_audio_output(path: Path, subtype: Optional[str]) -> None:
@@ -100,8 +99,8 @@ def _read_audio(path: Path, max_duration: float):
     """Channels-first float32 audio and its rate; refuses a file longer than `max_duration` before reading it."""
     import soundfile as sf
 
-    if _stat_kind(path) != "file":
-        raise CliError(f"input file {path} does not exist." if _stat_kind(path) is None else
+    if stat_kind(path) != "file":
+        raise CliError(f"input file {path} does not exist." if stat_kind(path) is None else
                        f"input {path} is a folder, not an audio file.")
     try:
         info = sf.info(str(path))
@@ -141,6 +140,7 @@ def _write_audio(path: Path, wave, sampling_rate: int, subtype: Optional[str]) -
 
 
 # ------------------------------------------------------------------------------- output safety
+# (no output may be an input or another output: `cli_jobs.refuse_overwriting`, `cli_jobs.resolve_jobs`)
 _WRITE_HINTS = {
     errno.EACCES: "no permission to write there; choose another output location or change the folder's permissions",
     errno.EPERM: "the operation is not permitted there; choose another output location",
@@ -160,41 +160,6 @@ def _write_failure(path: Path, error: OSError) -> CliError:
     return CliError(f"cannot write {path}: {error.strerror or error}; {hint}.")
 
 
-def _file_keys(path: Path) -> Set[Tuple[Any, ...]]:
-    """What identifies the file `path` names: its resolved path (symlinks, `..` and relative spellings undone)
-    and, if it exists, its device and inode (hard links, case-insensitive spellings). Two paths name the same
-    file when their keys intersect."""
-    try:
-        resolved = str(path.resolve())
-    except (OSError, RuntimeError):  # a symlink loop
-        resolved = os.path.abspath(path)
-    keys: Set[Tuple[Any, ...]] = {("path", os.path.normcase(resolved))}
-    try:
-        status = os.stat(path)
-        keys.add(("inode", status.st_dev, status.st_ino))
-    except (OSError, ValueError):
-        pass
-    return keys
-
-
-def _refuse_overwriting(inputs: Sequence[Path], outputs: Sequence[Tuple[str, Path]]) -> None:
-    """Before any work: no output may be an input, and no two outputs may be one file (the later write would
-    silently replace the earlier one)."""
-    input_keys = [(source, _file_keys(source)) for source in inputs]
-    seen: List[Tuple[str, Path, Set[Tuple[Any, ...]]]] = []
-    for what, path in outputs:
-        keys = _file_keys(path)
-        for source, source_keys in input_keys:
-            if keys & source_keys:
-                raise CliError(f"the {what} {path} is the input file {source}; writing it would destroy the input. "
-                               f"Choose another {what} name.")
-        for other_what, other, other_keys in seen:
-            if keys & other_keys:
-                raise CliError(f"the {what} {path} and the {other_what} {other} are the same file; one would "
-                               "overwrite the other. Choose different names.")
-        seen.append((what, path, keys))
-
-
 def _name_max(folder: Path) -> int:
     """Longest file name (bytes) the filesystem of `folder` allows; 255 where it cannot be asked."""
     try:
@@ -207,25 +172,16 @@ def _shorten(name: str, keep: int = 40) -> str:
     return name if len(name) <= keep else name[: keep - 3] + "..."
 
 
-def _stat_kind(path: Path) -> Optional[str]:
-    """What `path` is: "dir", "file" (anything else that exists) or None (missing, or not even a valid path: a
-    name too long, a file used as a folder, ...). Unlike `Path.is_dir`, never raises."""
-    try:
-        return "dir" if os.path.isdir(path) else ("file" if os.path.lexists(path) else None)
-    except (OSError, ValueError):
-        return None
-
-
 def _output_problem(path: Path) -> Optional[str]:
     """Why `path` cannot be written, found without writing anything: the nearest existing folder on its way must
     be a writable folder, and every name still to be created must fit the filesystem's limit. None if fine."""
     absolute = Path(os.path.abspath(path))
     to_create = [absolute.name]
     ancestor = absolute.parent
-    while _stat_kind(ancestor) is None and ancestor != ancestor.parent:
+    while stat_kind(ancestor) is None and ancestor != ancestor.parent:
         to_create.append(ancestor.name)
         ancestor = ancestor.parent
-    if _stat_kind(ancestor) != "dir":
+    if stat_kind(ancestor) != "dir":
         return f"{ancestor} is a file, not a folder; choose another output location"
     limit = _name_max(ancestor)
     for name in to_create:
@@ -233,7 +189,7 @@ def _output_problem(path: Path) -> Optional[str]:
         if size > limit:
             return (f"the name {_shorten(name)!r} is {size} bytes, more than the {limit} this filesystem allows; "
                     "choose a shorter name")
-    if _stat_kind(path) == "dir":
+    if stat_kind(path) == "dir":
         return f"{path} is an existing folder; name a file"
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return (f"no permission to create files in {ancestor}; choose another output folder or change its "
@@ -254,7 +210,7 @@ def _prepare_outputs(args: argparse.Namespace, outputs: Sequence[Tuple[str, Path
         raise CliError(f"cannot write the {what} {path}: {problem}{more}; nothing was run.")
     folders = {path.parent for _what, path in outputs}
     for folder in sorted(folders):
-        if _stat_kind(folder) == "dir":
+        if stat_kind(folder) == "dir":
             for stale in remove_stale_temporaries(folder):
                 _note(args, f"removed {stale}, a temporary file left by an interrupted run")
 
@@ -328,95 +284,7 @@ def load_codec(model: Optional[str], tiny: bool, device: str = "cpu"):
 
 
 # ------------------------------------------------------------------------------------- inputs -> outputs
-@dataclass
-class Job:
-    """One input file and the output it becomes."""
-
-    source: Path
-    target: Path
-
-
-def _is_input_file(path: Path, suffixes: Tuple[str, ...]) -> bool:
-    """What folders and globs pick up: files with an input suffix, not hidden (our temporaries are hidden)."""
-    return path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
-
-
-def _expand(pattern: str, suffixes: Tuple[str, ...], notes: Optional[List[str]] = None) -> List[Tuple[Path, Path]]:
-    """(file, path relative to what the user named) for a file, a folder (recursive) or a glob pattern.
-
-    Folders and globs keep only input files (`_is_input_file`); how many other files a glob matched is added
-    to `notes`, since the user named them (a folder's other files are silently not inputs).
-    """
-    path = Path(pattern)
-    if _stat_kind(path) == "dir":
-        files = sorted(p for p in path.rglob("*") if _is_input_file(p, suffixes))
-        if not files:
-            raise CliError(f"folder {path} holds no input files ({', '.join(suffixes)}).")
-        return [(p, p.relative_to(path)) for p in files]
-    if _stat_kind(path) is not None:
-        return [(path, Path(path.name))]
-    if GLOB_CHARACTERS & set(pattern):
-        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not matched:
-            raise CliError(f"the pattern {pattern!r} matches no files.")
-        files = [p for p in matched if _is_input_file(p, suffixes)]
-        if not files:
-            raise CliError(f"the pattern {pattern!r} matches {len(matched)} files, but none is an input file "
-                           f"({', '.join(suffixes)}).")
-        if len(files) < len(matched) and notes is not None:
-            notes.append(f"the pattern {pattern!r} matches {len(matched) - len(files)} files that are not input "
-                         f"files ({', '.join(suffixes)}); skipped them.")
-        return [(p, Path(p.name)) for p in files]
-    raise CliError(f"input {pattern} does not exist.")
-
-
-def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], out_suffix: str,
-                 notes: Optional[List[str]] = None) -> List[Job]:
-    """Pair inputs with outputs: one file -> OUTPUT as given; several, a folder or a glob -> files in folder OUTPUT.
-
-    Names in the output folder keep each file's path below the folder it was found in, with `out_suffix`;
-    two inputs that would write the same output, and an output that is one of the inputs (however spelled,
-    symlinked or hard-linked), are refused before anything runs.
-    """
-    single = len(inputs) == 1 and _stat_kind(Path(inputs[0])) == "file"
-    out = Path(output)
-    if single and _stat_kind(out) != "dir" and not output.endswith(("/", os.sep)):
-        source = Path(inputs[0])
-        if _file_keys(source) & _file_keys(out):
-            raise CliError(f"the output {out} is the input file {source}; writing it would destroy the input. "
-                           "Choose another name.")
-        return [Job(source, out)]
-    pairs: List[Tuple[Path, Path]] = []
-    for pattern in inputs:  # first, so that a missing input is reported as such
-        pairs.extend(_expand(pattern, suffixes, notes))
-    if _stat_kind(out) == "file":
-        raise CliError(
-            f"several inputs need an output folder, but {out} is a file; name a folder (it is created if missing)."
-        )
-    jobs: Dict[Path, Job] = {}
-    seen_sources = set()
-    input_keys: Dict[Tuple[Any, ...], Path] = {}
-    for source, _relative in pairs:
-        for key in _file_keys(source):
-            input_keys.setdefault(key, source)
-    for source, relative in pairs:
-        if source.resolve() in seen_sources:
-            continue
-        seen_sources.add(source.resolve())
-        target = out / relative.with_suffix(out_suffix)
-        if target in jobs:
-            raise CliError(
-                f"{jobs[target].source} and {source} would both be written to {target}; rename one, or pass their "
-                "folder instead (folders keep sub-folder paths)."
-            )
-        clash = next((input_keys[key] for key in _file_keys(target) if key in input_keys), None)
-        if clash is not None:
-            raise CliError(f"the output {target} is the input file {clash}; writing it would destroy the input. "
-                           "Choose another output folder.")
-        jobs[target] = Job(source, target)
-    return list(jobs.values())
-
-
+# (which files, which outputs, what is refused: `cli_jobs`)
 def _jobs_for(args: argparse.Namespace, suffixes: Tuple[str, ...], out_suffix: str) -> List[Job]:
     """`resolve_jobs` for a command's INPUT... OUTPUT, its notes (skipped glob matches) printed."""
     notes: List[str] = []
@@ -424,11 +292,6 @@ def _jobs_for(args: argparse.Namespace, suffixes: Tuple[str, ...], out_suffix: s
     for note in notes:
         _note(args, note)
     return jobs
-
-
-def _groups(jobs: List[Job], size: int) -> Iterator[List[Job]]:
-    for start in range(0, len(jobs), size):
-        yield jobs[start : start + size]
 
 
 @dataclass
@@ -450,7 +313,7 @@ def _run_jobs(
     outcome = Outcome()
     show_files = not args.quiet and len(jobs) > 1
     with tqdm(total=len(jobs), desc=args.command, unit="file", disable=not show_files, file=sys.stderr) as bar:
-        for group in _groups(jobs, args.batch_size):
+        for group in groups(jobs, args.batch_size):
             process_group(group, outcome, bar)
     if len(jobs) == 1 and outcome.failed:
         raise CliError(outcome.failed[0][1])
@@ -566,7 +429,7 @@ def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job
 def cmd_compress(args: argparse.Namespace) -> int:
     from .sct_format import SctFormatError, write_sct
 
-    jobs = _jobs_for(args, _audio_suffixes(), ".sct")
+    jobs = _jobs_for(args, audio_suffixes(), ".sct")
 
     def write(job: Job, codes, num_samples: int, original_rate: int, config) -> str:
         try:
@@ -618,7 +481,7 @@ def _save_codes(path: Path, codes, num_samples: int, original_rate: int, config)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    jobs = _jobs_for(args, _audio_suffixes(), f".{args.format}")
+    jobs = _jobs_for(args, audio_suffixes(), f".{args.format}")
     for job in jobs:
         if job.target.suffix not in CODE_SUFFIXES:
             raise CliError(f"cannot save codes to {job.target}: use a .npy or .pt file name, or end OUTPUT with / "
@@ -853,7 +716,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .sct_format import HEADER_SIZE, SctFormatError, read_sct
 
     notes: List[str] = []
-    paths = [path for pattern in args.inputs for path, _ in _expand(pattern, (".sct",), notes)]
+    paths = [path for pattern in args.inputs for path, _ in expand(pattern, (".sct",), notes)]
     for note in notes:
         _note(args, note)
     failures, records = 0, []
@@ -896,7 +759,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     # Everything that can be refused is refused here, before the model is loaded and the audio encoded.
     _check_audio_output(output, args.subtype)
     outputs = [("output", output), ("codes file", codes_path)]
-    _refuse_overwriting([Path(args.input)], outputs)
+    refuse_overwriting([Path(args.input)], outputs)
     _prepare_outputs(args, outputs)
     audio, sampling_rate = _read_audio(Path(args.input), args.max_duration)
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
