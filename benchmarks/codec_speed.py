@@ -78,21 +78,33 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
                         choices=["float32", "bfloat16", "float16"],
                         help="decoder precisions timed per sampler (float32 is the original's; bfloat16 is opt-in)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "aten", "onednn"],
+                        help="the encoder's CPU LSTM kernel (default: measured per machine and batch)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from semanticodec_hf.cpu_info import describe_cpu
+
+    print(f"CPU: {describe_cpu()}")
     print(f"{args.size} models, {args.threads} torch threads, {args.clips} clips x {WINDOW_SECONDS} s; "
           f"batch 1 vs batch {args.batch}")
     results = {}
     for token_rate in args.token_rates:
         model, extractor = build(args.size, token_rate)
         clips = synthetic_clips(args.clips, WINDOW_SECONDS, SR)
-        encode_rate(model, extractor, clips[:1], 1)  # warm-up
-        enc1, enc_n = encode_rate(model, extractor, clips, 1), encode_rate(model, extractor, clips, args.batch)
+        model.encoder.lstm_kernel = args.lstm_kernel
+        encode_rate(model, extractor, clips[:1], 1)  # warm-up (and the "auto" kernel choice for each batch size)
+        encode_rate(model, extractor, clips[:args.batch], args.batch)
+        enc1 = encode_rate(model, extractor, clips, 1)
+        kernel1 = model.encoder.last_lstm_kernel
+        enc_n = encode_rate(model, extractor, clips, args.batch)
+        kernels = f"lstm_b1={kernel1} lstm_b{args.batch}={model.encoder.last_lstm_kernel}"
+        print(f"token rate {token_rate}: LSTM kernel {kernel1} at batch 1, {model.encoder.last_lstm_kernel} at "
+              f"batch {args.batch} (requested {args.lstm_kernel})")
         if args.encode_only:
             print(f"token rate {token_rate}: encode {enc1:.3f}x / {enc_n:.3f}x real time (batch 1 / {args.batch}, "
                   f"ratio {enc_n / enc1:.2f})")
             print(f"CODEC_SPEED size={args.size} token_rate={token_rate} enc_b1_x={enc1:.3f} "
-                  f"enc_b{args.batch}_x={enc_n:.3f} enc_ratio={enc_n / enc1:.2f}")
+                  f"enc_b{args.batch}_x={enc_n:.3f} enc_ratio={enc_n / enc1:.2f} {kernels}")
             results[token_rate] = {"enc_b1_x": enc1, "enc_bN_x": enc_n}
             continue
         features = extractor(clips, sampling_rate=SR)
@@ -106,7 +118,7 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
               f"(ratio {dec_n / dec1:.2f})")
         print(f"CODEC_SPEED size={args.size} token_rate={token_rate} enc_b1_x={enc1:.3f} enc_b{args.batch}_x={enc_n:.3f} "
               f"enc_ratio={enc_n / enc1:.2f} dec_b1_x={dec1:.4f} dec_b{args.batch}_x={dec_n:.4f} "
-              f"dec_ratio={dec_n / dec1:.2f}")
+              f"dec_ratio={dec_n / dec1:.2f} {kernels}")
         timings = {}
         # float32 first whatever the order given: converting to bfloat16 is lossy and in place
         for dtype in sorted(set(args.decoder_dtypes), key=lambda name: name != "float32"):

@@ -75,6 +75,7 @@ import parity_weights  # noqa: E402  the deterministic weight recipe, in the off
 from tokenize_throughput import synthetic_clips  # noqa: E402
 
 from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel  # noqa: E402
+from semanticodec_hf.cpu_info import describe_cpu  # noqa: E402
 from semanticodec_hf.convert_semanticodec_original_to_hf import codebook_relative_path, convert_to_folder  # noqa: E402
 from semanticodec_hf.kaldi_fbank import kaldi_fbank  # noqa: E402
 
@@ -160,8 +161,11 @@ def main(argv: List[str] = None) -> dict:
     parser.add_argument("--no-bfloat16", action="store_true",
                         help="skip our bfloat16-decoder timings (opt-in precision, not the original's)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "aten", "onednn"],
+                        help="our encoder's CPU LSTM kernel (default: measured per machine and batch)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(f"CPU: {describe_cpu()}", flush=True)
     SemantiCodec = import_original(args.original_repo.expanduser().resolve())
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,6 +175,7 @@ def main(argv: List[str] = None) -> dict:
         ours_dir = convert_to_folder(tmp / "ours", args.token_rate, args.semantic_vocab_size,
                                      checkpoint_dir=tmp / "official")
         ours = SemantiCodecModel.from_pretrained(ours_dir).eval()
+        ours.encoder.lstm_kernel = args.lstm_kernel
         extractor = SemantiCodecFeatureExtractor.from_pretrained(ours_dir)
         original = SemantiCodec(args.token_rate, args.semantic_vocab_size, ddim_sample_step=args.decode_steps,
                                 cfg_scale=2.0, checkpoint_path=str(variant)).eval()
@@ -185,7 +190,8 @@ def main(argv: List[str] = None) -> dict:
         # ---------------------------------------------------------------- encode
         with torch.inference_mode():
             original.encode(paths[0])  # warm-up, both sides
-            ours.encode(**extractor(clips[:1], sampling_rate=SR, return_tensors="pt"))
+            # at the timed batch size, so that an "auto" kernel choice is measured (once per machine) here
+            ours.encode(**extractor(clips[:args.batch], sampling_rate=SR, return_tensors="pt"))
             original_codes, t_original = timed(lambda: [original.encode(p) for p in paths])
 
             def encode_ours():
@@ -202,9 +208,11 @@ def main(argv: List[str] = None) -> dict:
         enc_orig_x, enc_ours_x = audio_seconds / t_original, audio_seconds / t_ours
         print(f"encode {args.clips} x {args.seconds} s: original {t_original:.1f} s ({enc_orig_x:.2f}x real time), "
               f"ours batch {args.batch} {t_ours:.1f} s ({enc_ours_x:.2f}x); speed-up {t_original / t_ours:.2f}; "
-              f"codes identical: {identical}", flush=True)
+              f"codes identical: {identical}; our LSTM kernel: {ours.encoder.last_lstm_kernel} "
+              f"(requested {args.lstm_kernel})", flush=True)
         summary = dict(token_rate=args.token_rate, clips=args.clips, enc_orig_x=enc_orig_x, enc_ours_x=enc_ours_x,
-                       enc_speedup=t_original / t_ours, codes_identical=int(identical))
+                       enc_speedup=t_original / t_ours, codes_identical=int(identical),
+                       lstm_kernel=ours.encoder.last_lstm_kernel)
 
         # ---------------------------------------------------------------- decode
         if not args.skip_decode:

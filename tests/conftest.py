@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # The parity fixtures were made on an AMD CPU where MKL takes its SSE4.2 path; on AVX-512 Intel CPUs MKL's FFT
@@ -11,6 +12,8 @@ from pathlib import Path
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # Spinning OpenMP workers starve each other (and forked dataset workers) on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Measured LSTM kernel choices (semanticodec_hf.lstm_kernels) go to a throw-away folder, not the user's cache.
+os.environ["SEMANTICODEC_HF_CACHE"] = tempfile.mkdtemp(prefix="semanticodec-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -172,3 +172,21 @@ def test_cli_decoder_dtype(tmp_path, capsys):
     assert main(["roundtrip", str(source), str(tmp_path / "out2.wav"), "--tiny", "--steps", "2", "--quiet",
                  "--decoder-dtype", "float16"]) == 2
     assert "--decoder-dtype float16: float16 decoding is for GPUs" in capsys.readouterr().err
+
+
+def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, tiny_decoder):
+    """Emulated bfloat16 (no AMX / AVX512-BF16) made a DDIM-50 window take minutes on an AVX2 CPU: say so."""
+    import copy
+    import warnings
+
+    from semanticodec_hf import modeling_semanticodec_decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(decoder_module, "cpu_model_name", lambda: "AMD EPYC 7B13")
+    with pytest.warns(UserWarning, match=r"AMD EPYC 7B13.*no native bfloat16.*SLOWER"):
+        copy.deepcopy(tiny_decoder).set_network_dtype("bfloat16")
+    for native in (True, None):  # native support, or a platform where it cannot be told: no warning
+        monkeypatch.setattr(decoder_module, "has_native_bfloat16", lambda: native)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            copy.deepcopy(tiny_decoder).set_network_dtype("bfloat16")

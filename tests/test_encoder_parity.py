@@ -64,14 +64,18 @@ def _load_parity_encoder(token_rate: int, vocab: int) -> SemantiCodecEncoder:
 
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request):
-    """One encoder per token rate, run once: all windows batched, plus some windows alone."""
+    """One encoder per token rate, run once: all windows batched, plus some windows alone. The two runs use the
+    two CPU LSTM kernels (batched: ATen's recurrence, alone: oneDNN's fused LSTM), so every id test below checks
+    that either kernel gives the original's ids (`lstm_kernels` may pick either on a user's machine)."""
     token_rate, vocab, name, alone = CASES[request.param]
     encoder = _load_parity_encoder(token_rate, vocab)
     reference = dict(np.load(FIXTURES / f"{name}_encoder.npz"))
     windows = torch.from_numpy(reference["fbank"]).reshape(-1, 1024, 128)
     with torch.inference_mode():
         audiomae0 = encoder.audiomae_features(windows[:1])
+        encoder.lstm_kernel = "aten"
         batched = encoder(windows, return_conditioning=True)
+        encoder.lstm_kernel = "onednn"
         singles = {i: encoder(windows[i: i + 1], return_conditioning=True) for i in alone}
     yield dict(encoder=encoder, reference=reference, windows=windows, audiomae0=audiomae0, batched=batched,
                singles=singles, name=request.param)

@@ -135,20 +135,22 @@ def test_batch_of_different_lengths_equals_each_item_alone(tiny):
         assert (batch.audio_codes[index, :, n:] == 0).all()
 
 
-def test_cpu_lstm_path_matches_onednn_and_restores_the_global_switch(tiny, monkeypatch):
-    """The encoder runs its LSTM on ATen's CPU kernels (faster here); it must give the oneDNN path's ids and
-    leave `torch.backends.mkldnn.enabled` as the caller had it, even when the LSTM raises."""
-    from semanticodec_hf import modeling_semanticodec_encoder as encoder_module
-
+def test_both_cpu_lstm_kernels_give_the_same_ids_and_restore_the_global_switch(tiny, monkeypatch):
+    """The encoder's LSTM runs on oneDNN's fused kernel or ATen's recurrence (whichever `lstm_kernels` measures
+    faster): the ids must not depend on it, and `torch.backends.mkldnn.enabled` is left as the caller had it,
+    even when the LSTM raises."""
     model, feature_extractor = tiny
     inputs = feature_extractor([_audio(12.05, 4), _audio(3.0, 5)], sampling_rate=16000)
     assert torch.backends.mkldnn.enabled
-    bypassed = model.encode(**inputs).audio_codes
-    assert torch.backends.mkldnn.enabled
-    monkeypatch.setattr(encoder_module, "LSTM_BYPASS_ONEDNN_ON_CPU", False)
-    assert torch.equal(bypassed, model.encode(**inputs).audio_codes)
+    ids = {}
+    for kernel in ("aten", "onednn", "auto"):
+        model.encoder.lstm_kernel = kernel
+        ids[kernel] = model.encode(**inputs).audio_codes
+        assert torch.backends.mkldnn.enabled
+    assert len(torch.unique(ids["aten"][0, 1])) > 3, "ids must vary for the comparison to mean anything"
+    assert torch.equal(ids["aten"], ids["onednn"]) and torch.equal(ids["aten"], ids["auto"])
 
-    monkeypatch.setattr(encoder_module, "LSTM_BYPASS_ONEDNN_ON_CPU", True)
+    model.encoder.lstm_kernel = "aten"
     seen = []
 
     def failing_lstm(*args, **kwargs):
@@ -156,8 +158,11 @@ def test_cpu_lstm_path_matches_onednn_and_restores_the_global_switch(tiny, monke
         raise RuntimeError("boom")
 
     monkeypatch.setattr(model.encoder.lstm, "forward", failing_lstm)
-    with pytest.raises(RuntimeError, match="boom"):
-        model.encode(**inputs)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            model.encode(**inputs)
+    finally:
+        model.encoder.lstm_kernel = "auto"
     assert seen == [False] and torch.backends.mkldnn.enabled
 
 

@@ -8,6 +8,7 @@ Everything here works on N independent 10.24 s windows at once.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -24,6 +25,7 @@ from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 from .channels_last import channels_last_convolutions
 from .conditioning import unconditional_conditioning
 from .configuration_semanticodec import SemantiCodecConfig
+from .cpu_info import cpu_model_name, has_native_bfloat16
 from .unet_context_cache import cache_cross_attention_context
 
 GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
@@ -304,6 +306,15 @@ class SemantiCodecDecoder(nn.Module):
         device = self.scale_factor.device
         if dtype == torch.float16 and device.type == "cpu":
             raise ValueError("float16 decoding is for GPUs; on a CPU use 'bfloat16' (fast on CPUs with AMX) or 'float32'.")
+        if dtype == torch.bfloat16 and device.type == "cpu" and has_native_bfloat16() is False:
+            warnings.warn(
+                f"bfloat16 decoding on this CPU ({cpu_model_name()}) has no native bfloat16 arithmetic (no AMX or "
+                "AVX512-BF16): PyTorch emulates it and decoding becomes many times SLOWER than float32 (a 50-step "
+                "window did not finish in minutes on an AVX2 CPU). Keep 'float32' here; bfloat16 pays off on CPUs "
+                "with AMX and on recent GPUs.",
+                UserWarning,
+                stacklevel=3,
+            )
         for network in (self.unet, self.vae, self.vocoder):
             nn.Module.to(network, dtype)  # torch's own `to`: diffusers' override only adds a warning for this
         return self

@@ -16,9 +16,7 @@ from torch import nn
 
 from .conditioning import PADDING_VALUE, append_positional_encoding, sinusoidal_positional_encoding
 from .configuration_semanticodec import SemantiCodecConfig
-
-# Run the acoustic LSTM on ATen's own CPU kernels rather than oneDNN's (see SemantiCodecEncoder._run_lstm).
-LSTM_BYPASS_ONEDNN_ON_CPU = True
+from .lstm_kernels import lstm_kernel, resolve_kernel
 
 # Silence threshold of the original padding detection: unbiased std over the mel bins of one frame.
 SILENCE_STD_THRESHOLD = 1e-7
@@ -239,6 +237,9 @@ class SemantiCodecEncoder(nn.Module):
         self.output_linear = nn.Linear(4 * dim, dim, bias=False)
         self.acoustic_quantizer = AcousticQuantizer(config.acoustic_codebook_size, dim)
         self.register_buffer("positional_encoding", self._compute_positional_encoding(), persistent=False)
+        # CPU kernel of the BiLSTM: "auto" (measured, see `lstm_kernels`), "aten" or "onednn". Not saved.
+        self.lstm_kernel = "auto"
+        self.last_lstm_kernel: Optional[str] = None  # the kernel the last CPU call ran on (benchmarks report it)
 
     def _compute_positional_encoding(self, device: Optional[torch.device] = None) -> torch.Tensor:
         return sinusoidal_positional_encoding(
@@ -274,19 +275,15 @@ class SemantiCodecEncoder(nn.Module):
 
     # ---------------------------------------------------------------------------------------- forward
     def _run_lstm(self, lstm_input: torch.Tensor) -> torch.Tensor:
-        """The BiLSTM over `[N, frames, 2D]`. On CPU it bypasses oneDNN's fused LSTM for ATen's GEMM-per-step
-        recurrence: same maths, ids identical on the parity fixtures, and on a 2-core AVX2 CPU (full-size 100
-        tokens/s) 3.4 s vs 3.9 s per window at batch 1 and 1.15 s vs 1.47 s at batch 16, where oneDNN even slows
-        down at batch 2 (benchmarks/versus_original.py measures the whole encoder)."""
-        if lstm_input.device.type != "cpu" or not LSTM_BYPASS_ONEDNN_ON_CPU:
+        """The BiLSTM over `[N, frames, 2D]`. On a CPU it runs on the kernel `lstm_kernel` names ("auto": the
+        faster of oneDNN's fused LSTM and ATen's GEMM-per-step recurrence, measured once per machine and batch
+        size, see `lstm_kernels`); same maths, ids identical on the parity fixtures with either."""
+        if lstm_input.device.type != "cpu":
             return self.lstm(lstm_input)[0]
-        # Only the `enabled` switch: `torch.backends.mkldnn.flags()` would also reset (and warn about) TF32 flags.
-        was_enabled = torch._C._get_mkldnn_enabled()
-        torch._C._set_mkldnn_enabled(False)
-        try:
+        kernel = resolve_kernel(self.lstm_kernel, self.lstm, lstm_input)
+        self.last_lstm_kernel = kernel
+        with lstm_kernel(kernel):
             return self.lstm(lstm_input)[0]
-        finally:
-            torch._C._set_mkldnn_enabled(was_enabled)
 
     def forward(self, windows: torch.Tensor, return_conditioning: bool = False) -> SemantiCodecEncoderWindowOutput:
         """Encode N independent windows `[N, 1024, 128]` at once (the LSTM restarts for every window)."""
