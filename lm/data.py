@@ -191,7 +191,7 @@ def apply_bpe(clips: Iterable[Sequence[int]], bpe: Any, layout: SemantiCodecVoca
                 "(tokenize with --pattern semantic_only)."
             )
         pieces = bpe.encode(body.tolist())
-        head = [target.bos_token_id] if start else []
+        head = [target.bos_token_id] if start and ids[start - 1] == layout.bos_token_id else []  # not for <pad>
         tail = [target.eos_token_id] if start + body.size < ids.size and ids[start + body.size] == layout.eos_token_id \
             else []
         out.append(head + pieces + tail)

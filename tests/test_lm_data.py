@@ -1,5 +1,7 @@
 """The LM data path: pair-safe blocks, padding and loss masking, batch order, recipes."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,12 +14,14 @@ from lm.data import (
     GlobalBatchOrder,
     pack_sequences,
     split_sequences,
+    splits_a_frame,
     synthetic_corpus,
 )
 from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
-LAYOUT = SemantiCodecVocabularyLayout(64, 128)
+LAYOUT = SemantiCodecVocabularyLayout(64, 128)  # semantic [0, 64), acoustic [64, 192), <bos> 192, <eos> 193, <pad> 194
+BOS, EOS, PAD = LAYOUT.bos_token_id, LAYOUT.eos_token_id, LAYOUT.pad_token_id
 
 
 def _random_clips(rng, count, pattern="interleaved"):
@@ -157,3 +161,130 @@ def test_apply_bpe_is_lossless_and_keeps_special_tokens():
     assert sum(map(len, pieces)) < sum(map(len, clips))  # repeated motifs compress
     with pytest.raises(ValueError, match="semantic_only"):
         apply_bpe(synthetic_corpus(LAYOUT, "interleaved", 1, 4), bpe, LAYOUT)
+
+
+# ------------------------------------------------------------------------------------------------ edge cases
+@pytest.mark.parametrize(
+    "ids, cut, splits",
+    [
+        ([1, 65], 1, True),  # s | a of one frame
+        ([1, 64], 1, True),  # the acoustic range starts at acoustic_offset (acoustic code 0) ...
+        ([1, 191], 1, True),  # ... and ends right below the special tokens
+        ([65, 1], 1, False),  # between two frames
+        ([1, 2], 1, False),  # semantic | semantic (semantic_only, first half of semantic_then_acoustic)
+        ([64, 65], 1, False),  # acoustic | acoustic (second half of semantic_then_acoustic)
+        ([1, BOS], 1, False),  # a cut before a special token never splits a frame
+        ([1, EOS], 1, False),
+        ([65, 1], 0, False),  # before the first id / after the last one: nothing to split
+        ([1, 65, 2], 3, False),
+    ],
+)
+def test_splits_a_frame_only_between_a_semantic_id_and_the_acoustic_id_after_it(ids, cut, splits):
+    """The pair rule itself, at every range boundary and at both ends of the sequence."""
+    assert splits_a_frame(ids, cut, LAYOUT) is splits
+
+
+def test_block_builder_packs_by_default_and_can_keep_clips_apart():
+    """Packing (the default) concatenates the batch's clips before cutting; packing=False cuts each clip alone."""
+    clips = [[BOS, 1, 65, EOS], [BOS, 2, 66, 3, 67, EOS]]
+    packed = [[BOS, 1, 65, EOS, BOS, 2, 66], [3, 67, EOS]]  # the cut at 8 would split (3, 67): one id earlier
+    assert BlockBuilder(LAYOUT, 8)({"input_ids": clips}) == {"input_ids": packed}
+    assert BlockBuilder(LAYOUT, 8, packing=True)({"input_ids": clips}) == {"input_ids": packed}
+    assert BlockBuilder(LAYOUT, 8, packing=False, column="ids")({"ids": clips}) == {"input_ids": clips}
+
+
+def test_collator_output_types_and_edge_cases():
+    """Plain id lists are accepted as well as dicts, every output is a LongTensor, an empty block is all padding
+    (masked out of the loss), and an empty batch is an error."""
+    batch = AudioLMDataCollator(LAYOUT, 4)([[1, 65], []])
+    assert all(batch[key].dtype == torch.long for key in ("input_ids", "attention_mask", "labels"))
+    assert batch["input_ids"].tolist() == [[1, 65, PAD, PAD], [PAD] * 4]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0, 0], [0] * 4]
+    assert batch["labels"].tolist() == [[1, 65, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX] * 4]
+    with pytest.raises(ValueError, match=r"^Cannot collate an empty batch\.$"):
+        AudioLMDataCollator(LAYOUT, 4)([])
+
+
+def test_global_batch_order_allows_exactly_one_batch_per_epoch():
+    """A training set of exactly one global micro-batch is enough: every step sees all of it, reshuffled."""
+    order = GlobalBatchOrder(3, 3, seed=0)
+    assert order.batches_per_epoch == 1
+    assert all(sorted(order(k)) == [0, 1, 2] for k in range(4))
+
+
+def _smallest_period(values):
+    return next(p for p in range(1, len(values) + 1) if values[p:] == values[:-p])
+
+
+def test_synthetic_corpus_is_seeded():
+    """The corpus is a pure function of its seed."""
+    corpus = synthetic_corpus(LAYOUT, "interleaved", 3, 12, seed=4)
+    assert synthetic_corpus(LAYOUT, "interleaved", 3, 12, seed=4) == corpus
+    assert synthetic_corpus(LAYOUT, "interleaved", 3, 12, seed=5) != corpus
+    with pytest.raises(ValueError, match=re.escape(f"Unknown pattern 'delay'; choose one of {list(PATTERNS)}.")):
+        synthetic_corpus(LAYOUT, "delay", 1, 4)
+
+
+def test_synthetic_clips_repeat_short_motifs_over_the_whole_semantic_vocabulary():
+    """Without noise (the default) each clip's semantic stream repeats one random motif of 3 to 6 ids (motifs of
+    every such length occur), and over a corpus every semantic id, 0 and S-1 included, is used."""
+    clips = synthetic_corpus(LAYOUT, "semantic_only", 40, 30, seed=1)
+    assert all(clip[0] == BOS and clip[-1] == EOS and len(clip) == 32 for clip in clips)
+    assert {_smallest_period(clip[1:-1]) for clip in clips} == {3, 4, 5, 6}
+    small = SemantiCodecVocabularyLayout(4, 8)
+    clips = synthetic_corpus(small, "semantic_only", 20, 12, seed=1)
+    assert set(sum((clip[1:-1] for clip in clips), [])) == {0, 1, 2, 3}
+
+
+def test_synthetic_noise_replaces_ids_by_independent_uniform_draws():
+    """noise=1 replaces every semantic id by its own uniform draw: no clip keeps a motif, every id value occurs."""
+    layout = SemantiCodecVocabularyLayout(4, 8)
+    clips = synthetic_corpus(layout, "semantic_only", 10, 30, seed=1, noise=1.0)
+    assert all(_smallest_period(clip[1:-1]) > 6 for clip in clips)
+    assert all(set(clip[1:-1]) == {0, 1, 2, 3} for clip in clips)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    pytest.importorskip("sentencepiece")
+    from semanticodec_hf.acoustic_bpe import AcousticBPE
+
+    clips = synthetic_corpus(LAYOUT, "semantic_only", 6, 30, seed=5)
+    return AcousticBPE.train([c[1:-1] for c in clips], num_base_ids=64, vocab_size=90)
+
+
+def test_apply_bpe_keeps_exactly_the_special_tokens_the_clip_has(bpe):
+    """<bos>/<eos> are carried over only where the clip has them; <pad> at either end is dropped, never turned
+    into <bos>/<eos>."""
+    from lm.data import apply_bpe, bpe_layout
+
+    target = bpe_layout(bpe, LAYOUT)
+    body = [1, 2, 3, 1, 2, 3]
+    pieces = bpe.encode(body)
+    clips = [
+        [BOS, *body, EOS],
+        body,
+        [BOS, *body],
+        [*body, EOS],
+        [BOS, *body, PAD],
+        [PAD, *body, EOS],
+        [PAD, BOS, *body, EOS, PAD],
+        [BOS, EOS],
+        [],
+    ]
+    bos, eos = [target.bos_token_id], [target.eos_token_id]
+    assert apply_bpe(clips, bpe, LAYOUT) == [
+        bos + pieces + eos, pieces, bos + pieces, pieces + eos, bos + pieces, pieces + eos, bos + pieces + eos,
+        bos + eos, [],
+    ]
+
+
+@pytest.mark.parametrize("bad", [LAYOUT.acoustic_offset, -1])
+def test_apply_bpe_rejects_clips_with_non_semantic_ids(bpe, bad):
+    """Any id outside the semantic range (even acoustic code 0) is an error naming the clip and the fix."""
+    from lm.data import apply_bpe
+
+    with pytest.raises(ValueError, match="^" + re.escape(
+        "Clip 1 holds non-semantic ids; acoustic BPE needs a semantic_only corpus (tokenize with --pattern "
+        "semantic_only).") + "$"):
+        apply_bpe([[BOS, 1, 2, EOS], [BOS, 1, bad, 2, EOS]], bpe, LAYOUT)
