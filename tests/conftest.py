@@ -1,7 +1,9 @@
 """Shared pytest setup: fixtures folder, the parity weight recipe, the stored decode noise, and the `slow` marker."""
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Measured LSTM kernel choices (semanticodec_hf.lstm_kernels) go to a throw-away folder, not the user's cache.
 os.environ["SEMANTICODEC_HF_CACHE"] = tempfile.mkdtemp(prefix="semanticodec-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SEMANTICODEC_HF_CACHE"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

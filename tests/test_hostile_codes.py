@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from semanticodec_hf import SemantiCodecConfig, SemantiCodecModel
+from semanticodec_hf import SemantiCodecModel
 from semanticodec_hf.cli import PT_FORMAT_TAG
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.long_audio import reference_output_samples
@@ -140,8 +140,7 @@ def test_pt_code_files_are_bounded_like_sct_headers(good_sct, tmp_path, capsys):
 # ------------------------------------------------------------------------------ the model's own checks
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    return SemantiCodecModel(SemantiCodecConfig.tiny()).eval()
+    return SemantiCodecModel.tiny(seed=0)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,13 @@ header fields a checksum cannot vouch for (sample count vs frames, token rate, f
 and read time (issue 16), `read_sct` reading only what the header declares; plus property tests of encode -> pack ->
 unpack -> decode shapes, and of random codes of every variant with random hostile headers."""
 
+import errno
+import io
 import math
+import os
+import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +32,12 @@ from semanticodec_hf.sct_format import (
     SctHeader,
     _checksum,
     _header_bytes,
+    _read_declared,
     atomic_write,
     bit_width,
+    check_code_fields,
+    check_num_samples,
+    check_original_sampling_rate,
     check_variant,
     decode_sct,
     encode_sct,
@@ -64,8 +73,9 @@ def test_header_is_40_bytes_and_widths_are_ceil_log2():
     assert HEADER_SIZE == 40
     assert [bit_width(v) for v in (2, 3, 4, 64, 128, 1000, 4096, 8192, 16384, 32768, 32769)] == [
         1, 2, 2, 6, 7, 10, 12, 13, 14, 15, 16]
-    with pytest.raises(SctFormatError, match=">= 2"):
-        bit_width(1)
+    for bad in (1, 2.5, True):
+        with pytest.raises(SctFormatError, match=f"^a vocabulary size must be an integer >= 2, got {bad!r}\\.$"):
+            bit_width(bad)
 
 
 @pytest.mark.parametrize("token_rate,semantic", VARIANTS)
@@ -111,6 +121,21 @@ def test_header_fields_are_at_the_documented_offsets():
     assert struct.unpack_from("<I", data, 36)[0] == len(data) - HEADER_SIZE
 
 
+def test_a_hand_worked_file_matches_the_documented_format_byte_for_byte():
+    """Every byte of a 2-frame file (vocab 8/8, 3 + 3 bits a frame) as the module docstring lays it out."""
+    data = encode_sct(np.array([[5, 1], [3, 6]]), token_rate=50, semantic_vocab_size=8, acoustic_codebook_size=8,
+                      num_samples=1000, original_sampling_rate=22050)
+    fields = b"SCT\x1a" + bytes([1, 0]) + struct.pack("<HIIIQI", 50, 8, 8, 2, 1000, 22050)
+    payload = bytes([0b10101100, 0b11100000])  # 101 011 | 001 110, zero-padded
+    crc = zlib.crc32(fields + bytes(4) + struct.pack("<I", 2) + payload)  # CRC field zeroed while computing
+    assert data == fields + struct.pack("<II", crc, 2) + payload
+    header, codes = decode_sct(data)
+    assert header == SctHeader(50, 8, 8, 2, 1000, 22050) and codes.tolist() == [[5, 1], [3, 6]]
+    assert header.to_dict() == dict(token_rate=50, semantic_vocab_size=8, acoustic_codebook_size=8, num_frames=2,
+                                    num_samples=1000, original_sampling_rate=22050, version=1)
+    assert (header.bits_per_frame, header.payload_size, header.file_size, header.duration) == (6, 2, 42, 0.0625)
+
+
 def test_every_single_bit_flip_is_detected():
     data = bytearray(sct_bytes(random_codes(20, 64, 128)))
     for position in range(len(data)):
@@ -135,8 +160,10 @@ def test_every_truncation_and_trailing_bytes_are_detected():
             decode_sct(data[:size])
     with pytest.raises(SctFormatError, match="truncated"):
         decode_sct(data[: HEADER_SIZE + 3], "cut.sct")
-    with pytest.raises(SctFormatError, match="trailing bytes"):
-        decode_sct(data + b"\x00")
+    trailing = (f"x.sct has trailing bytes: {len(data) + 1} bytes, but its header describes {len(data)} (33 frames "
+                "of 13 bits + 40-byte header).")
+    with pytest.raises(SctFormatError, match=f"^{re.escape(trailing)}$"):
+        decode_sct(data + b"\x00", "x.sct")
 
 
 def test_wrong_magic_and_version():
@@ -147,7 +174,12 @@ def test_wrong_magic_and_version():
         decode_sct(b"")
     newer = bytearray(data)
     newer[4] = FORMAT_VERSION + 1
-    with pytest.raises(SctFormatError, match="version 2.*Upgrade"):
+    cases = {2: (bytes(newer), "Upgrade semanticodec-hf."), 0: (forged(version=0), "The file is corrupt.")}
+    for version, (data, advice) in cases.items():
+        message = f"the data is .sct format version {version}; this semanticodec-hf reads version 1. {advice}"
+        with pytest.raises(SctFormatError, match=f"^{re.escape(message)}$"):
+            read_header(data)
+    with pytest.raises(SctFormatError, match="^the data is .sct format version 2"):
         decode_sct(bytes(newer))
 
 
@@ -169,6 +201,7 @@ def test_ids_outside_a_non_power_of_two_vocabulary_are_corruption_even_with_a_va
         (np.zeros((3, 4), np.int64), "shape \\(2, frames\\)"),
         (np.zeros((2, 4), np.float32), "integer ids"),
         (torch.zeros(2, 4), "integer ids"),
+        (torch.zeros(2, 4, requires_grad=True), "integer ids"),  # checked, not a numpy conversion error
     ],
 )
 def test_writing_bad_codes_is_refused(codes, message):
@@ -184,11 +217,13 @@ def test_bad_header_fields_are_refused():
 
 
 def test_wrong_variant_is_named_with_what_to_load():
-    header = read_header(sct_bytes(random_codes(3, 8192, 8192), 8192, 8192, token_rate=50))
-    check_variant(header, SemantiCodecConfig.from_variant(50, 8192))
-    with pytest.raises(SctFormatError, match="token_rate=50, semantic_vocab_size=8192.*loaded model is "
-                                             "token_rate=100, semantic_vocab_size=16384.*--token-rate 50"):
-        check_variant(header, SemantiCodecConfig.from_variant(100, 16384), "a.sct")
+    header = read_header(sct_bytes(random_codes(3, 16384, 8192), 16384, 8192, token_rate=50))
+    check_variant(header, SemantiCodecConfig.from_variant(50, 16384))
+    with pytest.raises(SctFormatError, match=re.escape(
+            "the file was made by the variant token_rate=50, semantic_vocab_size=16384, acoustic_codebook_size=8192, "
+            "but the loaded model is token_rate=100, semantic_vocab_size=32768, acoustic_codebook_size=8192; load the "
+            "matching model (e.g. a folder converted with --token-rate 50 --semantic-vocab-size 16384).")):
+        check_variant(header, SemantiCodecConfig.from_variant(100, 32768))
 
 
 def test_files_are_written_atomically(tmp_path):
@@ -211,8 +246,9 @@ def test_files_are_written_atomically(tmp_path):
         atomic_write(tmp_path / "b.sct", failing)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sct"]
     assert (tmp_path / "a.sct").read_bytes() == before
-    with pytest.raises(SctFormatError, match="cannot read"):
-        read_sct(tmp_path / "missing.sct")
+    missing = tmp_path / "missing.sct"
+    with pytest.raises(SctFormatError, match=f"^{re.escape(f'cannot read {missing}: {os.strerror(errno.ENOENT)}.')}$"):
+        read_sct(missing)
 
 
 def test_pack_unpack_are_vectorised_fast_for_hours_of_frames():
@@ -229,8 +265,7 @@ _MODELS = {}
 
 def tiny_model(token_rate):
     if token_rate not in _MODELS:
-        torch.manual_seed(0)
-        _MODELS[token_rate] = SemantiCodecModel(SemantiCodecConfig.tiny(token_rate=token_rate)).eval()
+        _MODELS[token_rate] = SemantiCodecModel.tiny(token_rate=token_rate)  # ids vary: real codes are packed
     return _MODELS[token_rate]
 
 
@@ -255,6 +290,8 @@ def test_encode_pack_unpack_decode_shapes(one_thread, token_rate, sampling_rate,
     frames = int(encoded.audio_codes_lengths[0])
     assert frames == reference_frame_count(num_samples, token_rate)
     codes = encoded.audio_codes[0, :, :frames]
+    if frames >= 8:
+        assert len(torch.unique(codes[1])) > 1, "the packed codes must not all be equal"
     config = model.config
     data = encode_sct(codes, token_rate=config.token_rate, semantic_vocab_size=config.semantic_vocab_size,
                       acoustic_codebook_size=config.acoustic_codebook_size, num_samples=num_samples,
@@ -433,14 +470,23 @@ def test_read_sct_of_dev_zero_is_refused_without_reading_it(tmp_path):
 
 
 def test_read_sct_reads_no_more_than_the_declared_size_and_names_trailing_and_missing_bytes(tmp_path):
+    import tracemalloc
+
     data = sct_bytes(random_codes(33, 64, 128))
     joined = tmp_path / "joined.sct"
     with open(joined, "wb") as handle:
         handle.write(data + data)
         handle.truncate(64 * 2**20)
-    with pytest.raises(SctFormatError, match=f"joined.sct has trailing bytes: it is {64 * 2**20} bytes, but its "
-                                             f"header describes {len(data)}"):
-        read_sct(joined)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SctFormatError, match=f"joined.sct has trailing bytes: it is {64 * 2**20} bytes, but its "
+                                                 f"header describes {len(data)} .*; the file is corrupt or two files "
+                                                 "were joined\\.$"):
+            read_sct(joined)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # the declared payload and one byte, not the 64 MB
     cut = tmp_path / "cut.sct"
     cut.write_bytes(data[:-1])
     with pytest.raises(SctFormatError, match=f"cut.sct truncated: {len(data) - 1} bytes, but its header describes "
@@ -455,11 +501,140 @@ def test_read_sct_reads_no_more_than_the_declared_size_and_names_trailing_and_mi
     assert np.array_equal(read_sct(exact)[1], random_codes(33, 64, 128))
 
 
+def test_trailing_bytes_of_a_stream_without_a_size_are_named_too():
+    """A handle that has no file size (a pipe, a BytesIO) still gets the trailing-bytes error, without the size."""
+    data = sct_bytes(random_codes(4, 64, 128))
+    header = read_header(data)
+    assert _read_declared(io.BytesIO(data[HEADER_SIZE:]), header, "stdin") == data[HEADER_SIZE:]
+    with pytest.raises(SctFormatError, match="^stdin has trailing bytes: it is longer, but its header describes 47 "
+                                             "\\(4 frames of 13 bits \\+ 40-byte header\\); the file is corrupt or "
+                                             "two files were joined\\.$"):
+        _read_declared(io.BytesIO(data[HEADER_SIZE:] + b"\x00"), header, "stdin")
+
+
 def test_zero_frames_are_refused_when_written_and_when_read():
     with pytest.raises(SctFormatError, match="at least one frame"):
         sct_bytes(np.zeros((2, 0), np.int64), num_samples=1)
     with pytest.raises(SctFormatError, match="invalid header"):
         decode_sct(forged(frames=0, num_samples=1, payload=b""))
+
+
+@pytest.mark.parametrize("fields", [dict(semantic=1), dict(acoustic=1), dict(frames=0), dict(num_samples=0),
+                                    dict(rate=0), dict(token_rate=0)])
+def test_each_zero_or_one_field_makes_an_invalid_header(fields):
+    """Vocabularies < 2 and zero frames, samples, rates are refused by one message that lists the fields."""
+    with pytest.raises(SctFormatError, match="^x.sct has an invalid header \\(token_rate=.*; the file is corrupt\\.$"):
+        read_header(forged(payload=bytes(7), **fields), "x.sct")
+
+
+def test_a_payload_size_field_that_disagrees_with_the_frames_is_named():
+    with pytest.raises(SctFormatError, match=re.escape(
+            "the data has an inconsistent header (payload size 5 bytes, but 4 frames of 13 bits need 7); the file "
+            "is corrupt.")):
+        decode_sct(forged(size=5))
+
+
+def test_reserved_flags_message_says_what_to_do():
+    with pytest.raises(SctFormatError, match=re.escape(
+            "x.sct: the reserved flags byte (offset 5) is 0x01; version 1 files have 0 there. The file is corrupt or "
+            "was not written by semanticodec-hf; re-create it from the audio (`compress`).")):
+        decode_sct(forged(flags=1), "x.sct")
+
+
+def test_unpack_codes_names_a_wrong_payload_size_and_zero_frames():
+    # 2 frames of 6 + 7 bits = 26 bits -> 4 bytes
+    for size, state in ((3, "truncated"), (5, "longer than its header says")):
+        with pytest.raises(SctFormatError, match=re.escape(
+                f"the payload holds {size} bytes but 2 frames of 6+7 bits need 4; the file is {state}.")):
+            unpack_codes(bytes(size), 2, 64, 128)
+    with pytest.raises(SctFormatError, match="^a code stream needs at least one frame, the header says 0\\.$"):
+        unpack_codes(b"", 0, 64, 128)
+
+
+def test_header_bounds_take_integers_only():
+    """A float or bool is refused even inside the range: it is not what any writer stores."""
+    for bad in (44100.0, True):
+        with pytest.raises(SctFormatError, match=f"^x: the original sampling rate \\(original_sampling_rate\\) {bad}"):
+            check_original_sampling_rate(bad, "x")
+        with pytest.raises(SctFormatError, match=f"^x: the sample count \\(num_samples\\) {bad!r} is outside"):
+            check_num_samples(bad, 140, 100, "x")
+    assert check_original_sampling_rate(np.int32(44100), "x") == 44100
+    assert check_num_samples(np.uint16(44100), 140, 100, "x") == 44100
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(token_rate=7), "the token rate (token_rate) 7 is not one of [25, 50, 100] tokens/s"),
+    (dict(rate=384_001), "the original sampling rate (original_sampling_rate) 384001 Hz is outside [1, 384000] Hz"),
+    (dict(num_samples=1281), "the sample count (num_samples) 1281 is outside [1, 1280], the 16 kHz input lengths that "
+                             "4 frames at 100 tokens/s come from"),
+])
+def test_write_time_refusals_name_the_header_to_write_and_say_what_to_pass(fields, message):
+    with pytest.raises(SctFormatError, match=f"^{re.escape(f'the .sct header to write: {message}; ')}pass the values "
+                                             "the feature extractor and the model gave with these codes\\.$"):
+        sct_bytes(np.zeros((2, 4), np.int64), **fields)
+
+
+@pytest.mark.parametrize("field,value,low,high", [
+    ("token_rate", 0, 1, 0xFFFF), ("token_rate", 65536, 1, 0xFFFF),
+    ("semantic_vocab_size", 2**32, 2, 2**32 - 1), ("acoustic_codebook_size", 2**32, 2, 2**32 - 1),
+    ("num_samples", 2**64, 1, 2**64 - 1), ("num_samples", True, 1, 2**64 - 1),
+    ("original_sampling_rate", 2**32, 1, 2**32 - 1), ("original_sampling_rate", 44100.0, 1, 2**32 - 1),
+])
+def test_values_that_do_not_fit_their_header_field_are_refused_by_name(field, value, low, high):
+    """Each field's on-disk range (and integers only), checked before packing: never a `struct.error`."""
+    fields = dict(token_rate=100, semantic_vocab_size=64, acoustic_codebook_size=128, num_samples=100,
+                  original_sampling_rate=16000, token_rates=(value,) if field == "token_rate" else SCT_TOKEN_RATES)
+    fields[field] = value
+    message = f"{field} must be an integer in [{low}, {high}], got {value!r}."
+    with pytest.raises(SctFormatError, match=f"^{re.escape(message)}$"):
+        encode_sct(np.zeros((2, 1), np.int64), **fields)
+
+
+def test_the_largest_values_each_header_field_holds_are_written_and_read_back(tmp_path):
+    """The other side of the field ranges: token rates 1 and 65535 (a custom model's, where allowed), 32-bit
+    vocabularies (32-bit ids); `write_sct` and `read_sct` pass the allowed token rates on."""
+    for token_rate, frames in ((1, 1), (65535, 3)):  # 3 frames are the fewest that 1 sample can come from at 65535
+        path = tmp_path / f"{token_rate}.sct"
+        header = write_sct(path, np.zeros((2, frames), np.int64), token_rate=token_rate, semantic_vocab_size=64,
+                           acoustic_codebook_size=128, num_samples=1, token_rates=(token_rate,))
+        assert header == SctHeader(token_rate, 64, 128, frames, 1, 16000)
+        assert read_sct(path, token_rates=(token_rate,))[0] == header
+        with pytest.raises(SctFormatError, match=f"the token rate \\(token_rate\\) {token_rate} is not one of"):
+            read_sct(path)
+    top = 2**32 - 1
+    codes = np.array([[top - 1, 0], [3, top - 1]])
+    header, decoded = decode_sct(sct_bytes(codes, top, top))
+    assert header.bits_per_frame == 64 and decoded.tolist() == codes.tolist()
+
+
+# -------------------------------------------------------------------- `.pt` code files (check_code_fields)
+@pytest.mark.parametrize("value", [1000, np.int64(1000), np.uint16(1000), np.array(1000), np.array([1000], np.int32),
+                                   torch.tensor(1000), torch.tensor([1000], dtype=torch.int32)])
+def test_pt_code_fields_take_any_integer_scalar_and_return_python_ints(value):
+    num_samples, rate = check_code_fields(4, value, value, 100, "x.pt")
+    assert (num_samples, rate) == (1000, 1000) and type(num_samples) is int and type(rate) is int
+    assert check_code_fields(4, None, None, 100, "x.pt") == (None, None)  # unknown stays unknown
+
+
+_PT_REMEDY = "the file is corrupt or was not written by semanticodec-hf; re-create it from the audio (`encode`)."
+
+
+@pytest.mark.parametrize("num_samples,rate,message", [
+    (torch.tensor(1000.0), None, "num_samples must be an integer, got Tensor tensor(1000.)."),
+    (torch.tensor([1000, 1]), None, "num_samples must be an integer, got Tensor tensor([1000,    1])."),
+    (np.array([1000.0]), None, "num_samples must be an integer, got ndarray array([1000.])."),
+    (np.array([1000, 1]), None, "num_samples must be an integer, got ndarray array([1000,    1])."),
+    (True, None, "num_samples must be an integer, got bool True."),
+    (None, 44100.0, "original_sampling_rate must be an integer, got float 44100.0."),
+    (None, torch.tensor(44100j), "original_sampling_rate must be an integer, got Tensor tensor(0.+44100.j)."),
+    (1281, None, "the sample count (num_samples) 1281 is outside [1, 1280], the 16 kHz input lengths that 4 frames "
+                 f"at 100 tokens/s come from; {_PT_REMEDY}"),
+    (None, 384_001, f"the original sampling rate (original_sampling_rate) 384001 Hz is outside [1, 384000] Hz; "
+                    f"{_PT_REMEDY}"),
+])
+def test_pt_code_fields_that_are_not_integers_or_out_of_bounds_are_named(num_samples, rate, message):
+    with pytest.raises(SctFormatError, match=f"^{re.escape(f'x.pt: {message}')}$"):
+        check_code_fields(4, num_samples, rate, 100, "x.pt")
 
 
 # ------------------------------------------------------------- property test: every variant, hostile headers

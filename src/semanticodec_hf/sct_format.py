@@ -36,7 +36,7 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Optional, Tuple, Union
+from typing import Any, Collection, Optional, Tuple, Union
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _check_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: i
 
 
 def _bit_weights(width: int) -> np.ndarray:
-    return (np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
+    return np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)
 
 
 def pack_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: int) -> bytes:
@@ -151,7 +151,7 @@ def pack_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: int
     semantic_bits = (codes[0][:, None] >> np.arange(s - 1, -1, -1, dtype=np.uint64)) & np.uint64(1)
     acoustic_bits = (codes[1][:, None] >> np.arange(a - 1, -1, -1, dtype=np.uint64)) & np.uint64(1)
     bits = np.concatenate([semantic_bits, acoustic_bits], axis=1).astype(np.uint8)
-    return np.packbits(bits.reshape(-1)).tobytes()
+    return np.packbits(bits).tobytes()  # packbits flattens (row-major): frame after frame
 
 
 def unpack_codes(payload: bytes, num_frames: int, semantic_vocab_size: int, acoustic_codebook_size: int) -> np.ndarray:
