@@ -1,9 +1,7 @@
 """Shared pytest setup: fixtures folder, the parity weight recipe, the stored decode noise, and the `slow` marker."""
 
-import atexit
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,9 +12,9 @@ from pathlib import Path
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # Spinning OpenMP workers starve each other (and forked dataset workers) on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Measured LSTM kernel choices (semanticodec_hf.lstm_kernels) go to a throw-away folder, not the user's cache.
-os.environ["SEMANTICODEC_HF_CACHE"] = tempfile.mkdtemp(prefix="semanticodec-test-cache-")
-atexit.register(shutil.rmtree, os.environ["SEMANTICODEC_HF_CACHE"], ignore_errors=True)
+# Measured LSTM kernel choices (semanticodec_hf.lstm_kernels) of the tests' small models go to one folder of
+# their own (created on first use, shared by test processes: writes are atomic), never to the user's cache.
+os.environ["SEMANTICODEC_HF_CACHE"] = os.path.join(tempfile.gettempdir(), "semanticodec-hf-test-cache")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
