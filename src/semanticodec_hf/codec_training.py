@@ -35,7 +35,7 @@ class PlacedEMAModel(EMAModel):
     """diffusers' `EMAModel` whose shadow weights stay on one device, also after a resume.
 
     `EMAModel` keeps its copies where the parameters were when it was built, and a resume restores them from CPU
-    tensors (`training_utils.load_custom_states` reads them from safetensors on the CPU): either way the copies
+    tensors (`training_utils.load_custom_states` loads them onto the CPU): either way the copies
     would sit on the CPU while the UNet trains on a GPU, and the first `step` would fail on the device mismatch.
     """
 

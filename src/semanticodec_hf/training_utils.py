@@ -7,9 +7,9 @@ Resuming never unpickles anything, because a checkpoint folder may come from som
 code. accelerate 1.15 loads the model from safetensors and the optimizer, scaler and RNG states with
 `torch.load(weights_only=True)`, but the objects given to `register_for_checkpointing` with full pickle
 (`weights_only=False`). So the trainers do not register their scheduler and EMA with accelerate: they pass them
-to `start_run` / `save_checkpoint` as `objects`, whose states are written here as JSON + safetensors
-(`custom_state.json`, `custom_state.safetensors`). A folder holding accelerate's `custom_checkpoint_N.pkl` (from
-an older semanticodec-hf) is refused, and so is one whose RNG states cannot be restored without pickle (accelerate
+to `start_run` / `save_checkpoint` as `objects`, whose state dicts are saved here in `custom_state.pt` and loaded
+with the same restricted loader (tensors, numbers, strings and containers; no code). A folder holding
+accelerate's `custom_checkpoint_N.pkl` (from an older semanticodec-hf) is refused, and so is one whose RNG states cannot be restored without pickle (accelerate
 would skip them silently and the resume would not be exact). The trainer state holds the step and,
 under `recipe`, the recipe dict the run was started with (the `config` given to `start_run`): resuming under a
 different recipe would silently continue another run, so `start_run` refuses it (see `recipe_differences`).
@@ -32,10 +32,8 @@ import torch
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
-CUSTOM_STATE = "custom_state.json"  # the `objects`' states, tensors replaced by references into ...
-CUSTOM_TENSORS = "custom_state.safetensors"  # ... this file
+CUSTOM_STATE = "custom_state.pt"  # the `objects`' state dicts, read back with torch.load(weights_only=True)
 _PICKLED_CUSTOM = re.compile(r"^custom_checkpoint_\d+\.pkl$")  # what accelerate's register_for_checkpointing writes
-_TENSOR_KEY, _TUPLE_KEY = "__tensor__", "__tuple__"
 RECIPE_KEY = "recipe"  # trainer-state key of the recipe dict (what both trainers pass to save_checkpoint)
 # Recipe keys (dotted; a section prefix covers its sub-keys) that may change between a checkpoint and its resume:
 # they decide where things go and how often they are reported, not which weights come out. Both trainers' names
@@ -140,7 +138,7 @@ def _refuse_pickled_custom_states(checkpoint: Path) -> None:
         raise ValueError(
             f"Cannot resume {checkpoint}: it holds {', '.join(pickled)}, scheduler/EMA states that only load with "
             "pickle (written by accelerate's register_for_checkpointing, as semanticodec-hf did before it stored "
-            f"them as {CUSTOM_STATE} + {CUSTOM_TENSORS}). Unpickling runs code from the folder, so it is refused. "
+            f"them in {CUSTOM_STATE}). Unpickling runs code from the folder, so it is refused. "
             "Resume it with the semanticodec-hf that wrote it if you trust it, or start over (--resume no)."
         )
 
@@ -172,69 +170,34 @@ def _same_numpy_state(a: tuple, b: tuple) -> bool:
 
 
 # ------------------------------------------------------------------------------ custom states without pickle
-def _to_json(value: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
-    """`value` with every tensor moved into `tensors` (replaced by a reference) and tuples marked; refuses anything
-    JSON cannot hold exactly, naming where it is."""
-    if torch.is_tensor(value):
-        key = str(len(tensors))
-        tensors[key] = value.detach().to("cpu", copy=True).contiguous()
-        return {_TENSOR_KEY: key}
-    if isinstance(value, (list, tuple)):
-        items = [_to_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value)]
-        return {_TUPLE_KEY: items} if isinstance(value, tuple) else items
-    if isinstance(value, dict):
-        if any(not isinstance(key, str) or key in (_TENSOR_KEY, _TUPLE_KEY) for key in value):
-            raise TypeError(f"{where}: only string keys can be stored in {CUSTOM_STATE}, got {list(value)}.")
-        return {key: _to_json(item, tensors, f"{where}.{key}") for key, item in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"{where}: a {type(value).__name__} cannot be stored in {CUSTOM_STATE} (tensors, numbers, "
-                    "strings, lists, tuples and dicts can).")
-
-
-def _from_json(value: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
-    """Inverse of `_to_json`."""
-    if isinstance(value, list):
-        return [_from_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, dict):
-        if set(value) == {_TENSOR_KEY}:
-            if value[_TENSOR_KEY] not in tensors:
-                raise ValueError(f"{where} refers to tensor {value[_TENSOR_KEY]!r}, missing from {CUSTOM_TENSORS}.")
-            return tensors[value[_TENSOR_KEY]]
-        if set(value) == {_TUPLE_KEY}:
-            return tuple(_from_json(item, tensors, f"{where}[{i}]") for i, item in enumerate(value[_TUPLE_KEY]))
-        return {key: _from_json(item, tensors, f"{where}.{key}") for key, item in value.items()}
-    return value
-
-
 def save_custom_states(objects: Dict[str, Any], folder: Path) -> None:
-    """Each object's `state_dict()` into `folder/custom_state.json` + `custom_state.safetensors` (no pickle)."""
-    from safetensors.torch import save_file
-
-    tensors: Dict[str, torch.Tensor] = {}
-    encoded = {name: _to_json(obj.state_dict(), tensors, name) for name, obj in objects.items()}
-    save_file(tensors, str(Path(folder) / CUSTOM_TENSORS))
-    (Path(folder) / CUSTOM_STATE).write_text(json.dumps(encoded, indent=1) + "\n")
+    """Each object's `state_dict()` into `folder/custom_state.pt` (read back by `load_custom_states`)."""
+    torch.save({name: obj.state_dict() for name, obj in objects.items()}, Path(folder) / CUSTOM_STATE)
 
 
 def load_custom_states(objects: Dict[str, Any], folder: Path) -> None:
-    """Restore each object from `save_custom_states`' files: JSON and safetensors, which cannot carry code."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
+    """Restore each object from `save_custom_states`' file with `weights_only=True`, which loads tensors, numbers,
+    strings and containers and refuses anything else, so a planted file cannot run code."""
     if not objects:
         return
-    if not (folder / CUSTOM_STATE).is_file() or not (folder / CUSTOM_TENSORS).is_file():
-        raise ValueError(f"Cannot resume {folder}: it has no {CUSTOM_STATE} / {CUSTOM_TENSORS} with the states of "
-                         f"{', '.join(objects)}; it was not written by this trainer.")
-    encoded = json.loads((folder / CUSTOM_STATE).read_text())
-    tensors = load_file(str(folder / CUSTOM_TENSORS))
-    missing = [name for name in objects if not isinstance(encoded, dict) or name not in encoded]
+    path = Path(folder) / CUSTOM_STATE
+    if not path.is_file():
+        raise ValueError(f"Cannot resume {folder}: it has no {CUSTOM_STATE} with the states of {', '.join(objects)}; "
+                         "it was not written by this trainer. Start over (--resume no).")
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"Cannot resume {folder}: its {CUSTOM_STATE} holds Python objects that only full pickle can load "
+            f"({_first_line(error)}); unpickling runs code from the folder, so it is refused. Resume from a "
+            "checkpoint this trainer wrote, or start over (--resume no)."
+        ) from error
+    missing = [name for name in objects if not isinstance(states, dict) or name not in states]
     if missing:
         raise ValueError(f"Cannot resume {folder}: {CUSTOM_STATE} lacks the states of {', '.join(missing)}; it was not "
                          "written by this trainer (or by one with other objects).")
     for name, obj in objects.items():
-        obj.load_state_dict(_from_json(encoded[name], tensors, name))
+        obj.load_state_dict(states[name])
 
 
 _ABSENT = object()
