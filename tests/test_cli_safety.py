@@ -23,7 +23,6 @@ import soundfile as sf
 from semanticodec_hf import SemantiCodecConfig
 from semanticodec_hf import atomic_files
 from semanticodec_hf import cli as cli_module
-from semanticodec_hf import sct_format
 from semanticodec_hf.atomic_files import atomic_write, is_temporary_name, remove_stale_temporaries
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.sct_format import write_sct
@@ -177,14 +176,14 @@ def test_write_errors_after_the_work_are_one_line_and_spare_the_other_files(tmp_
     codes.mkdir()
     for seed, name in enumerate("abc"):
         np.save(codes / f"{name}.npy", random_codes(30, seed=seed))
-    real = sct_format.atomic_write
+    real = atomic_files.atomic_write
 
     def refusing(path, write):
         if Path(path).name == "b.wav":
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(path, write)
 
-    monkeypatch.setattr(sct_format, "atomic_write", refusing)
+    monkeypatch.setattr(atomic_files, "atomic_write", refusing)
     err = fails(["decode", str(codes), str(tmp_path / "out"), "--tiny", "--quiet", "--steps", "1"], capsys,
                 "b.wav: Permission denied; no permission to write there", "1 of 3 files failed")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "c.wav"]
@@ -194,12 +193,12 @@ def test_write_errors_after_the_work_are_one_line_and_spare_the_other_files(tmp_
     def too_long(path, write):
         raise OSError(errno.ENAMETOOLONG, "File name too long", str(path))
 
-    monkeypatch.setattr(sct_format, "atomic_write", too_long)
+    monkeypatch.setattr(atomic_files, "atomic_write", too_long)
     good = tone(tmp_path / "good.wav")
     fails(["roundtrip", str(good), str(tmp_path / "r.wav"), "--tiny", "--quiet", "--steps", "1"], capsys,
           "cannot write", "r.codes.npy: File name too long; the name is too long")
     # ... and the audio write failing removes the codes already written: no half result
-    monkeypatch.setattr(sct_format, "atomic_write", real)
+    monkeypatch.setattr(atomic_files, "atomic_write", real)
 
     def disk_full(path, *args):
         raise cli_module._write_failure(path, OSError(errno.ENOSPC, "No space left on device"))
@@ -286,7 +285,7 @@ def test_glob_inputs_keep_only_input_files_and_say_how_many_were_skipped(tmp_pat
     assert [Path(r["file"]).name for r in json.loads(captured.out)] == ["a.sct", "b.sct"]
     assert "matches 2 files that are not input files (.sct); skipped them" in captured.err
     fails(["info", str(folder / "*.txt")], capsys, "matches 1 files, but none is an input file (.sct)")
-    jobs = cli_module.resolve_jobs([str(folder / "*")], str(tmp_path / "out"), cli_module._audio_suffixes(), ".sct")
+    jobs = cli_module.resolve_jobs([str(folder / "*")], str(tmp_path / "out"), cli_module.audio_suffixes(), ".sct")
     assert [job.source.name for job in jobs] == ["c.wav"]
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
 from semanticodec_hf.configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES
 from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
+from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.sct_format import (
     _HEADER,
     FORMAT_VERSION,
@@ -33,7 +34,6 @@ from semanticodec_hf.sct_format import (
     _checksum,
     _header_bytes,
     _read_declared,
-    atomic_write,
     bit_width,
     check_code_fields,
     check_num_samples,

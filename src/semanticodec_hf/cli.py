@@ -24,23 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-# Job resolution (inputs -> outputs, same-file refusals) lives in its own torch-free module; its names are
-# re-exported here (`semanticodec_hf.cli.resolve_jobs`, `cli.CliError`, ...) for callers and tests.
-from .cli_jobs import (  # noqa: F401  (re-exports)
-    GLOB_CHARACTERS,
-    CliError,
-    Job,
-    audio_suffixes,
-    expand,
-    file_keys,
-    groups,
-    is_input_file,
-    refuse_overwriting,
-    resolve_jobs,
-    stat_kind,
-)
-
-_audio_suffixes = audio_suffixes  # the name older callers (tests/test_cli_safety.py) use
+# Job resolution (inputs -> outputs, same-file refusals) lives in its own torch-free module.
+from .cli_jobs import CliError, Job, audio_suffixes, expand, groups, refuse_overwriting, resolve_jobs, stat_kind
 
 EXAMPLES = """examples:
   semanticodec-hf compress speech.wav speech.sct --model semanticodec-100tps-8192
@@ -128,7 +113,7 @@ def _write_audio(path: Path, wave, sampling_rate: int, subtype: Optional[str]) -
     import numpy as np
     import soundfile as sf
 
-    from .sct_format import atomic_write
+    from .atomic_files import atomic_write
 
     wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
     try:
@@ -453,7 +438,7 @@ def _save_codes(path: Path, codes, num_samples: int, original_rate: int, config)
     import numpy as np
     import torch
 
-    from .sct_format import atomic_write
+    from .atomic_files import atomic_write
 
     if path.suffix == ".npy":
         def write(temporary: Path) -> None:
@@ -589,7 +574,7 @@ def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -
     import soundfile as sf
     import torch
 
-    from .sct_format import atomic_write
+    from .atomic_files import atomic_write
 
     config = codec.config
     rate = config.sampling_rate
@@ -752,7 +737,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_roundtrip(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .sct_format import atomic_write
+    from .atomic_files import atomic_write
 
     output = Path(args.output)
     codes_path = Path(args.codes) if args.codes else output.with_suffix(".codes.npy")

@@ -40,6 +40,8 @@ from typing import Any, Collection, Optional, Tuple, Union
 
 import numpy as np
 
+from .atomic_files import atomic_write
+
 MAGIC = b"SCT\x1a"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<4sBBHIIIQIII")
@@ -384,11 +386,6 @@ def check_variant(header: SctHeader, config: Any, source: str = "the file") -> N
         )
 
 
-# Atomic writes (short locked temporaries, stale-leftover cleanup) live in `atomic_files`; re-exported here
-# because `write_sct` uses it and callers import it from this module.
-from .atomic_files import atomic_write  # noqa: E402
-
-
 def write_sct(path: PathLike, codes: Any, **fields: Any) -> SctHeader:
     """Write one `.sct` file atomically (fields as in `encode_sct`); returns its header."""
     data = encode_sct(codes, **fields)
@@ -436,7 +433,6 @@ __all__ = [
     "SCT_TOKEN_RATES",
     "SctFormatError",
     "SctHeader",
-    "atomic_write",
     "bit_width",
     "check_code_fields",
     "check_header",

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] = None) -> int:
     results = mutant_results(workdir)
     equivalent = read_equivalent()
     failed = False
-    print(f"| target | mutants | killed | timeout | equivalent | survived | kill rate |")
+    print("| target | mutants | killed | timeout | equivalent | survived | kill rate |")
     print("|---|---|---|---|---|---|---|")
     survivors: List[str] = []
     for name, target in zip(names, targets):
