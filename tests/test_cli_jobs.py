@@ -324,7 +324,7 @@ def test_one_file_onto_itself_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for spelling in (str(source), "a.wav", "./a.wav", "link.wav", "hard.wav"):
         with refused(f"the output {Path(spelling)} is the input file {source}; writing it would destroy the "
-                     "input. Choose another name."):
+                     "input. Choose another output name."):
             resolve_jobs([str(source)], spelling, AUDIO, ".wav")
 
 

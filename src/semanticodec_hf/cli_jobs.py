@@ -134,9 +134,7 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
     out = Path(output)
     if single and stat_kind(out) != "dir" and not output.endswith(("/", os.sep)):
         source = Path(inputs[0])
-        if file_keys(source) & file_keys(out):
-            raise CliError(f"the output {out} is the input file {source}; writing it would destroy the input. "
-                           "Choose another name.")
+        refuse_overwriting([source], [("output", out)])
         return [Job(source, out)]
     pairs: List[Tuple[Path, Path]] = []
     for pattern in inputs:  # first, so that a missing input is reported as such
