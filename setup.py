@@ -11,9 +11,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    # The codec lives in src/; the audio-LM toolkit is the top-level `lm` package (product layout).
-    package_dir={"": "src", "lm": "lm"},
-    packages=find_packages("src") + ["lm"],
+    # The codec lives in src/; the audio-LM toolkit lives in the top-level lm/ folder (product layout) and
+    # installs as the subpackage `semanticodec_hf.lm` (no top-level `lm` name that other projects may use).
+    package_dir={"": "src", "semanticodec_hf.lm": "lm"},
+    packages=find_packages("src") + ["semanticodec_hf.lm"],
     install_requires=[
         # A local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
         "torch==2.13.0",

@@ -4,11 +4,11 @@
     python benchmarks/lm_throughput.py [--config recipes/lm_tiny_cpu.yaml] [--warmup-steps 10] [--steps 40]
                                        [--new-tokens 254]
 
-Training: the real trainer (`lm.train.train`) for `--warmup-steps` + `--steps` steps, logging every step; the
-rate is the ids of the last `--steps` steps over their time (the first steps, which pay for start-up, are left
-out). Generation: `model.generate` with sampling of `--new-tokens` ids after a `<bos>` (at most the recipe's
-`model.max_position_embeddings` - 1), batch 1 and batch 8, with and without `PatternLogitsProcessor`; the ratio
-shows what forcing the pattern costs. The last line is one parseable summary:
+Training: the real trainer (`semanticodec_hf.lm.train.train`) for `--warmup-steps` + `--steps` steps, logging
+every step; the rate is the ids of the last `--steps` steps over their time (the first steps, which pay for
+start-up, are left out). Generation: `model.generate` with sampling of `--new-tokens` ids after a `<bos>` (at
+most the recipe's `model.max_position_embeddings` - 1), batch 1 and batch 8, with and without
+`PatternLogitsProcessor`; the ratio shows what forcing the pattern costs. The last line is one parseable summary:
     LM_THROUGHPUT train_tokens_per_s=... gen_tokens_per_s_b1=... gen_tokens_per_s_b8=... pattern_overhead=...
 """
 
@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from lm.config import load_recipe  # noqa: E402
-from lm.generate import PatternLogitsProcessor  # noqa: E402
-from lm.modeling import build_model  # noqa: E402
-from lm.train import train  # noqa: E402
-from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout  # noqa: E402
+from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
+from semanticodec_hf.lm.config import load_recipe
+from semanticodec_hf.lm.generate import PatternLogitsProcessor
+from semanticodec_hf.lm.modeling import build_model
+from semanticodec_hf.lm.train import train
 
 
 def generation_rate(model, layout, pattern, batch: int, new_tokens: int, processor: bool) -> float:

@@ -1,6 +1,8 @@
-"""Audio language models on SemantiCodec tokens: training (`lm.train`) and generation to waveform (`lm.generate`).
+"""Audio language models on SemantiCodec tokens: training (`semanticodec_hf.lm.train`) and generation to waveform
+(`semanticodec_hf.lm.generate`). The toolkit lives in the repository's top-level lm/ folder and installs as
+`semanticodec_hf.lm`:
 
-    from lm import AudioContinuation, PatternLogitsProcessor, AudioLMDataCollator, load_recipe
+    from semanticodec_hf.lm import AudioContinuation, PatternLogitsProcessor, AudioLMDataCollator, load_recipe
 """
 
 from .config import LMRecipe, load_recipe

@@ -33,7 +33,7 @@ class ModelRecipe:
 
 @dataclass
 class SyntheticCorpus:
-    """A learnable id corpus with no audio at all (tests, demos): see `lm.data.synthetic_corpus`."""
+    """A learnable id corpus with no audio at all (tests, demos): see `semanticodec_hf.lm.data.synthetic_corpus`."""
 
     num_clips: int = 64
     frames: int = 48

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):  # `python lm/train.py` / `accelerate launch lm/train.py`: make `lm` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # a script run: drop lm/ from sys.path so its config.py, data.py, ... shadow nothing
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 
-from lm.config import LMRecipe, load_recipe
-from lm.data import (
+from semanticodec_hf.lm.config import LMRecipe, load_recipe
+from semanticodec_hf.lm.data import (
     IGNORE_INDEX,
     AudioLMDataCollator,
     BlockBuilder,
@@ -43,7 +43,7 @@ from lm.data import (
     split_sequences,
     synthetic_corpus,
 )
-from lm.modeling import STREAMS, build_model, count_targets, token_losses
+from semanticodec_hf.lm.modeling import STREAMS, build_model, count_targets, token_losses
 from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run  # shared with train_codec
 
 

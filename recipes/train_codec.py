@@ -95,7 +95,7 @@ class CodecRecipe:
 
 
 def load_recipe(path: str, overrides: List[str]) -> CodecRecipe:
-    from lm.config import apply_overrides, build_section, load_yaml
+    from semanticodec_hf.lm.config import apply_overrides, build_section, load_yaml
 
     data = apply_overrides(load_yaml(Path(path).read_text()) or {}, overrides)
     sections = {"model": CodecModelSection, "data": CodecDataSection, "train": CodecTrainSection}
@@ -449,6 +449,4 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -347,13 +347,13 @@ def test_unexpected_errors_exit_1_and_interrupts_leave_nothing(stereo_wav, tmp_p
 
 def test_continue_is_registered_only_when_the_lm_toolkit_imports(monkeypatch, capsys):
     calls = []
-    fake = types.ModuleType("lm.generate")
+    fake = types.ModuleType("semanticodec_hf.lm.generate")
     fake.add_continue_arguments = lambda parser: parser.add_argument("--prompt")
     fake.run_continue = lambda args: calls.append(args.prompt) or 0
-    monkeypatch.setitem(sys.modules, "lm.generate", fake)
+    monkeypatch.setitem(sys.modules, "semanticodec_hf.lm.generate", fake)
     assert cli_main(["continue", "--prompt", "p.wav"]) == 0 and calls == ["p.wav"]
 
-    monkeypatch.setitem(sys.modules, "lm.generate", None)  # import fails: the command is simply absent
+    monkeypatch.setitem(sys.modules, "semanticodec_hf.lm.generate", None)  # import fails: the command is simply absent
     assert cli_main(["continue", "--prompt", "p.wav"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert cli_main(["info", "--help"]) == 0

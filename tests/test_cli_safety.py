@@ -308,7 +308,8 @@ def test_subtype_is_checked_against_the_output_format_before_any_work(tmp_path, 
 def test_info_reads_headers_without_importing_torch(tmp_path):
     sct = sct_file(tmp_path / "a.sct", 50)
     probe = ("import json, sys; from semanticodec_hf.cli import main; code = main(['info', sys.argv[1]]); "
-             "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'diffusers', 'lm') if m in sys.modules)));"
+             "heavy = ('torch', 'transformers', 'diffusers', 'semanticodec_hf.lm'); "
+             "print(json.dumps(sorted(m for m in heavy if m in sys.modules)));"
              " sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", probe, str(sct)], capture_output=True, text=True,
                             env=subprocess_env(), timeout=120)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lm.config import load_recipe, recipe_from_dict
-from lm.data import (
+from semanticodec_hf.lm.config import load_recipe, recipe_from_dict
+from semanticodec_hf.lm.data import (
     IGNORE_INDEX,
     AudioLMDataCollator,
     BlockBuilder,
@@ -148,7 +148,7 @@ def test_shipped_recipes_load():
 
 def test_apply_bpe_is_lossless_and_keeps_special_tokens():
     pytest.importorskip("sentencepiece")
-    from lm.data import apply_bpe, bpe_layout
+    from semanticodec_hf.lm.data import apply_bpe, bpe_layout
     from semanticodec_hf.acoustic_bpe import AcousticBPE
 
     clips = synthetic_corpus(LAYOUT, "semantic_only", 6, 30, seed=5)
@@ -256,7 +256,7 @@ def bpe():
 def test_apply_bpe_keeps_exactly_the_special_tokens_the_clip_has(bpe):
     """<bos>/<eos> are carried over only where the clip has them; <pad> at either end is dropped, never turned
     into <bos>/<eos>."""
-    from lm.data import apply_bpe, bpe_layout
+    from semanticodec_hf.lm.data import apply_bpe, bpe_layout
 
     target = bpe_layout(bpe, LAYOUT)
     body = [1, 2, 3, 1, 2, 3]
@@ -282,7 +282,7 @@ def test_apply_bpe_keeps_exactly_the_special_tokens_the_clip_has(bpe):
 @pytest.mark.parametrize("bad", [LAYOUT.acoustic_offset, -1])
 def test_apply_bpe_rejects_clips_with_non_semantic_ids(bpe, bad):
     """Any id outside the semantic range (even acoustic code 0) is an error naming the clip and the fix."""
-    from lm.data import apply_bpe
+    from semanticodec_hf.lm.data import apply_bpe
 
     with pytest.raises(ValueError, match="^" + re.escape(
         "Clip 1 holds non-semantic ids; acoustic BPE needs a semantic_only corpus (tokenize with --pattern "

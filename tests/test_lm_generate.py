@@ -5,9 +5,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from lm.config import ModelRecipe
-from lm.generate import AudioContinuation, PatternLogitsProcessor, new_tokens_needed, prompt_ids
-from lm.modeling import build_model
+from semanticodec_hf.lm.config import ModelRecipe
+from semanticodec_hf.lm.generate import AudioContinuation, PatternLogitsProcessor, new_tokens_needed, prompt_ids
+from semanticodec_hf.lm.modeling import build_model
 from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
@@ -341,7 +341,7 @@ def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_codec, capsys):
 
 def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp_path, tiny_codec, capsys):
     """--tiny: the random tiny codec in the tiny recipe's layout; --allow-early-eos: stop where the LM writes <eos>."""
-    from lm.generate import reference_samples_for
+    from semanticodec_hf.lm.generate import reference_samples_for
     from semanticodec_hf.cli import main as cli_main
     from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from lm.train import main
+from semanticodec_hf.lm.train import main
 from semanticodec_hf.training_utils import checkpoints
 from recipe_modules import import_recipe
 
@@ -104,7 +104,7 @@ def test_two_cpu_processes_agree_with_one(tmp_path):
     config = _recipe(tmp_path)
     common = ["--config", str(config), "--set", "model.dropout=0.0"]
     main(common + ["--output-dir", str(tmp_path / "single")])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # no PYTHONPATH: the script imports the installed package
     launched = subprocess.run(  # torchrun: 2 gloo processes on this CPU, as documented in lm/train.py
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "lm" / "train.py"), *common, "--output-dir", str(tmp_path / "double")],
@@ -152,7 +152,7 @@ def test_tensorboard_tracker_writes_events(tmp_path):
 
 def test_trainer_uses_acoustic_bpe_pieces(tmp_path):
     pytest.importorskip("sentencepiece")
-    from lm.data import synthetic_corpus
+    from semanticodec_hf.lm.data import synthetic_corpus
     from semanticodec_hf.acoustic_bpe import AcousticBPE
     from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
     from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
@@ -221,13 +221,13 @@ def test_a_checkpoint_without_a_stored_recipe_still_resumes_with_a_warning(tmp_p
 
 
 def test_dataloader_workers_give_the_same_training_and_resume_exactly(tmp_path, monkeypatch):
-    import lm.train
+    import semanticodec_hf.lm.train as lm_train
 
     config = _recipe(tmp_path)  # dropout 0.1: the RNG stream matters too
     main(["--config", str(config), "--output-dir", str(tmp_path / "straight")])
     made = []
-    real_loader = lm.train._loader
-    monkeypatch.setattr(lm.train, "_loader", lambda dataset, workers, device: made.append(
+    real_loader = lm_train._loader
+    monkeypatch.setattr(lm_train, "_loader", lambda dataset, workers, device: made.append(
         (type(dataset).__name__, workers)) or real_loader(dataset, workers, device))
     step_3 = dict(checkpoints(tmp_path / "straight"))[3]
     # resume the straight run's step-3 checkpoint into another folder with 2 DataLoader worker processes

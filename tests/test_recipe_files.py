@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lm.config import load_recipe, load_yaml
+from semanticodec_hf.lm.config import load_recipe, load_yaml
 from recipe_modules import import_recipe
 
 REPO = Path(__file__).resolve().parent.parent

@@ -932,7 +932,7 @@ def _sub(commands, name: str, help_text: str, description: str) -> argparse.Argu
 def _add_continue(commands) -> None:
     """`continue` comes from the optional audio-LM toolkit; without it (or if it is broken) it is just absent."""
     try:
-        from lm.generate import add_continue_arguments, run_continue
+        from .lm.generate import add_continue_arguments, run_continue
     except Exception:  # ImportError, or a half-installed toolkit: the codec commands must keep working
         return
     parser = _sub(commands, "continue", "continue an audio prompt with an audio language model (lm toolkit)",

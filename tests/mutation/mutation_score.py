@@ -5,11 +5,13 @@
     python tests/mutation/mutation_score.py --target lm_data --show-survivors
 
 The repository's tracked and untracked-but-not-ignored files are copied to a scratch folder (mutmut writes a
-`mutants/` tree and needs a `[mutmut]` config; neither belongs in the work tree), mutmut runs there with each
-target's fast tests only, and a table of kill rates per target is printed. A mutant counts as detected when a test
-fails (killed) or hangs (timeout: an infinite loop the tests exposed). Mutants listed in
-`equivalent_mutants.txt` (beside this file, one `name  # why it cannot change behaviour` per line) are left out
-of the rate; a listed name that is no longer a survivor is reported so the list cannot rot silently.
+`mutants/` tree and needs a `[mutmut]` config; neither belongs in the work tree), with lm/ moved to
+src/semanticodec_hf/lm, where the package installs it (mutmut names a module after its path and the tests import
+`semanticodec_hf.lm`). mutmut runs there with each target's fast tests only, and a table of kill rates per target
+is printed. A mutant counts as detected when a test fails (killed) or hangs (timeout: an infinite loop the tests
+exposed). Mutants listed in `equivalent_mutants.txt` (beside this file, one `name  # why it cannot change
+behaviour` per line) are left out of the rate; a listed name that is no longer a survivor, or that matches no
+target at all, is reported so the list cannot rot silently.
 Exit status 1 when a target is below --threshold (default 90 %).
 """
 
@@ -53,8 +55,8 @@ TARGETS: Dict[str, Target] = {
         "src/semanticodec_hf/long_audio.py", "semanticodec_hf.long_audio.*",
         ("tests/test_long_audio.py",),
     ),
-    "lm_data": Target(
-        "lm/data.py", "lm.data.*",
+    "lm_data": Target(  # lm/data.py, at its installed place in the scratch copy (see `copy_repository`)
+        "src/semanticodec_hf/lm/data.py", "semanticodec_hf.lm.data.*",
         ("tests/test_lm_data.py",),
     ),
     "cli_jobs": Target(
@@ -87,10 +89,13 @@ def copy_repository(destination: Path) -> None:
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
+    # setup.py installs the top-level lm/ folder as `semanticodec_hf.lm`; mutmut only knows path-named modules,
+    # so the copy gets the installed layout (and no top-level `lm` the tests could import by mistake).
+    shutil.move(str(destination / "lm"), str(destination / "src" / "semanticodec_hf" / "lm"))
 
 
 def write_config(workdir: Path, targets: Sequence[Target]) -> None:
-    lines = ["[mutmut]", "source_paths =", "    src/semanticodec_hf", "    lm", "only_mutate ="]
+    lines = ["[mutmut]", "source_paths =", "    src/semanticodec_hf", "only_mutate ="]
     lines += [f"    {t.source}" for t in targets]
     lines += ["also_copy =", "    recipes", "pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for t in targets for test in t.tests]
@@ -130,7 +135,9 @@ def main(argv: Sequence[str] = None) -> int:
     copy_repository(workdir)
     write_config(workdir, targets)
     patterns = [p for t in targets for p in t.mutant_glob.split(",")]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # SEMANTICODEC_HF_AUTOLOAD=0: the installed startup hook (semanticodec_hf.pth) would import the real package
+    # before mutmut puts mutants/src first on sys.path, and no mutant would ever run.
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", SEMANTICODEC_HF_AUTOLOAD="0")
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *patterns],
                          cwd=workdir, env=env, stdout=subprocess.DEVNULL)
     if run.returncode != 0:
@@ -139,6 +146,8 @@ def main(argv: Sequence[str] = None) -> int:
 
     results = mutant_results(workdir)
     equivalent = read_equivalent()
+    for m in sorted(m for m in equivalent if not any(selected(m, t) for t in TARGETS.values())):
+        print(f"  note: {m} is listed as equivalent but matches no target (renamed module?)", file=sys.stderr)
     failed = False
     print("| target | mutants | killed | timeout | equivalent | survived | kill rate |")
     print("|---|---|---|---|---|---|---|")
