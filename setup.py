@@ -1,6 +1,33 @@
 """Package definition for semanticodec-hf (src layout)."""
 
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# One line run at interpreter start (site-packages .pth): it imports the light `semanticodec_hf` package, which
+# registers the `semanticodec` model type with the transformers Auto classes when they are first used, so that
+# `AutoModel.from_pretrained(folder)` works without `import semanticodec_hf`. SEMANTICODEC_HF_AUTOLOAD=0 disables it.
+STARTUP_HOOK = os.path.join("src", "semanticodec_hf.pth")
+
+
+class BuildPyWithStartupHook(build_py):
+    """build_py that also puts the startup hook at the top of the installed tree (beside the package)."""
+
+    def run(self) -> None:
+        super().run()
+        self.copy_file(STARTUP_HOOK, os.path.join(self._hook_directory(), os.path.basename(STARTUP_HOOK)))
+
+    def _hook_directory(self) -> str:
+        # An editable install (PEP 660) links the packages and installs what lies in the install command's
+        # `install_lib` (its unpacked wheel) as is; a regular wheel takes `build_lib`.
+        if getattr(self, "editable_mode", False):
+            return self.get_finalized_command("install").install_lib
+        return self.build_lib
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        hook = os.path.join(self._hook_directory(), os.path.basename(STARTUP_HOOK))
+        return super().get_outputs(include_bytecode) + [hook]
 
 setup(
     name="semanticodec-hf",
@@ -39,4 +66,5 @@ setup(
                 "pystoi>=0.4", "matplotlib>=3.7", "faiss-cpu>=1.8", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
+    cmdclass={"build_py": BuildPyWithStartupHook},
 )

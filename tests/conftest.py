@@ -15,6 +15,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Measured LSTM kernel choices (semanticodec_hf.lstm_kernels) of the tests' small models go to one folder of
 # their own (created on first use, shared by test processes: writes are atomic), never to the user's cache.
 os.environ["SEMANTICODEC_HF_CACHE"] = os.path.join(tempfile.gettempdir(), "semanticodec-hf-test-cache")
+# Code that transformers (trust_remote_code) and evaluate copy out of folders is imported from here, not from the
+# user's ~/.cache/huggingface/modules (read by both libraries when they are imported, hence before them).
+os.environ["HF_MODULES_CACHE"] = os.path.join(tempfile.gettempdir(), "semanticodec-hf-test-modules")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -10,10 +10,10 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from transformers import AutoFeatureExtractor, AutoModel
+from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor
 
 import semanticodec_hf  # noqa: F401
-from semanticodec_hf import SemantiCodecModel
+from semanticodec_hf import SemantiCodecModel, SemantiCodecProcessor
 from semanticodec_hf.checkpoint_mapping import map_decoder_state_dict, map_encoder_state_dict
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.configuration_semanticodec import SemantiCodecConfig
@@ -53,6 +53,22 @@ def converted_model(converted) -> SemantiCodecModel:
     model = AutoModel.from_pretrained(converted).eval()
     assert isinstance(model, SemantiCodecModel)
     return model
+
+
+def test_converted_folder_carries_the_processor_and_the_code_for_trust_remote_code(converted):
+    """Every converted folder loads with AutoProcessor and, through `auto_map` and the copied code, with
+    `trust_remote_code=True` where semanticodec_hf is not installed (that path is run in test_remote_code.py)."""
+    config = json.loads((converted / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForAudioTokenization"}
+    processor_config = json.loads((converted / "processor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoProcessor": "processing_semanticodec.SemantiCodecProcessor"}
+    assert (processor_config["semantic_vocab_size"], processor_config["acoustic_vocab_size"]) == (VOCAB, 8192)
+    preprocessor = json.loads((converted / "preprocessor_config.json").read_text())
+    assert "AutoFeatureExtractor" in preprocessor["auto_map"]
+    for module in ("configuration", "modeling", "feature_extraction", "processing"):
+        assert (converted / f"{module}_semanticodec.py").is_file()
+    processor = AutoProcessor.from_pretrained(converted)
+    assert isinstance(processor, SemantiCodecProcessor) and processor.vocab_size == VOCAB + 8192 + 4
 
 
 def test_cli_conversion_loads_with_auto_classes_and_matches_parity(converted, converted_model):

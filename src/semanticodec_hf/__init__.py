@@ -1,7 +1,7 @@
 """semanticodec-hf: SemantiCodec as Hugging Face software.
 
 Importing the package registers the `semanticodec` model type with `AutoConfig`, `AutoFeatureExtractor`,
-`AutoModel` and `AutoModelForAudioTokenization`.
+`AutoModel`, `AutoModelForAudioTokenization` and `AutoProcessor`.
 
 The package imports lazily: its classes come from their modules on first use (`from semanticodec_hf import
 SemantiCodecModel` works as always), so that `semanticodec-hf info` and other light paths do not pay seconds and
@@ -13,7 +13,7 @@ already imported, otherwise right after it is (see `auto_registration`), so `imp
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, List
+TYPE_CHECKING = False  # `typing` is not imported at runtime: the startup hook imports this package
 
 from .auto_registration import AUTO_REGISTRATION, install, register_auto_classes
 
@@ -30,6 +30,7 @@ _EXPORTS = {
     "SemantiCodecPreTrainedModel": "modeling_semanticodec",
     "SemantiCodecVocabularyLayout": "audio_token_layout",
     "SemantiCodecAudioTokenizer": "tokenization_semanticodec",
+    "SemantiCodecProcessor": "processing_semanticodec",
     "SemantiCodecTokenizeFunction": "datasets_utils",
     "AcousticBPE": "acoustic_bpe",  # sentencepiece is imported only when a BPE model is trained or loaded
     "CodecMetrics": "metrics",  # pesq/pystoi/matplotlib are imported only when used
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         SemantiCodecOutput,
         SemantiCodecPreTrainedModel,
     )
+    from .processing_semanticodec import SemantiCodecProcessor
     from .tokenization_semanticodec import SemantiCodecAudioTokenizer
 
 
@@ -84,6 +86,7 @@ __all__ = [
     "SemantiCodecModel",
     "SemantiCodecOutput",
     "SemantiCodecPreTrainedModel",
+    "SemantiCodecProcessor",
     "register_auto_classes",
 ]
 

@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
+from .config_events import config_built
+
 PUBLISHED_TOKEN_RATES = (25, 50, 100)
 PUBLISHED_SEMANTIC_VOCAB_SIZES = (4096, 8192, 16384, 32768)
 
@@ -196,6 +198,7 @@ class SemantiCodecConfig(PretrainedConfig):
         self.semantic_codebook_file = semantic_codebook_file
         super().__init__(**kwargs)
         self.validate_architecture()
+        config_built()
 
     # ----------------------------------------------------------------------------------------- variants
     @classmethod
@@ -356,3 +359,7 @@ class SemantiCodecConfig(PretrainedConfig):
 
 
 __all__ = ["SemantiCodecConfig", "PUBLISHED_TOKEN_RATES", "PUBLISHED_SEMANTIC_VOCAB_SIZES"]
+
+
+# `save_pretrained` copies this file into the folder and names it in `auto_map`, for `trust_remote_code=True`.
+SemantiCodecConfig.register_for_auto_class()

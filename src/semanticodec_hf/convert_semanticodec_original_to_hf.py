@@ -38,6 +38,7 @@ from .configuration_semanticodec import (
 from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
 from .model_cards import render_model_card
 from .modeling_semanticodec import SemantiCodecModel
+from .processing_semanticodec import SemantiCodecProcessor
 
 HUB_REPO_ID = "haoheliu/SemantiCodec"
 _FEATURE_DIM_TO_TOKEN_RATE = {768: 100, 1536: 50, 3072: 25}
@@ -250,7 +251,9 @@ def convert_to_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
         model.save_pretrained(staging, max_shard_size="2GB")
-        SemantiCodecFeatureExtractor().save_pretrained(staging)
+        # The processor writes processor_config.json and the feature extractor's preprocessor_config.json; with the
+        # model's config.json they carry `auto_map` and the model code, for `trust_remote_code=True` loading.
+        SemantiCodecProcessor.from_codec(model, SemantiCodecFeatureExtractor()).save_pretrained(staging)
         (staging / "README.md").write_text(render_model_card(model.config), encoding="utf-8")
         if output_dir.exists():
             shutil.rmtree(output_dir)

@@ -322,3 +322,7 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         if return_tensors != "pt":
             data = {key: value.numpy() for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+# `save_pretrained` copies this file (and its relative imports) into the folder for `trust_remote_code=True`.
+SemantiCodecFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
@@ -186,6 +186,15 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
             model = cls(config)
             _spread_random_weights(model)
         return model.eval()
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`; `auto_map` also names this class for `AutoModelForAudioTokenization`
+        (transformers records one Auto class per object), so both Auto classes load the folder with remote code."""
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModelForAudioTokenization"] = f"{type(self).__module__.rpartition('.')[2]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------ encode
     def _window_counts(
@@ -622,3 +631,7 @@ __all__ = [
     "SemantiCodecDecoderOutput",
     "SemantiCodecOutput",
 ]
+
+
+# `save_pretrained` copies this file (and its relative imports) into the folder for `trust_remote_code=True`.
+SemantiCodecModel.register_for_auto_class("AutoModel")

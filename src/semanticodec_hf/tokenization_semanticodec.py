@@ -457,8 +457,12 @@ class SemantiCodecAudioTokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         data = self.to_dict()
         if save_codec and self.model is not None:
+            from .processing_semanticodec import SemantiCodecProcessor
+
             self.model.save_pretrained(directory)
-            self.feature_extractor.save_pretrained(directory)
+            # processor_config.json + preprocessor_config.json: the folder also loads with AutoProcessor
+            SemantiCodecProcessor.from_codec(self.model, self.feature_extractor, pattern=self.pattern,
+                                             add_special_tokens=self.add_special_tokens).save_pretrained(directory)
             data["codec"] = {"location": "this_folder"}
         elif self.codec_name_or_path is not None:
             data["codec"] = {"name_or_path": str(self.codec_name_or_path), "revision": self.codec_revision}
