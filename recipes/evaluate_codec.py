@@ -14,7 +14,9 @@ so codecs can be compared on the same clips; both modes can be combined. Everyth
 (SemantiCodec's output rate): other rates are resampled with soxr and channels averaged. Each pair is trimmed to
 its shorter length when the lengths differ by at most max(0.1 s, 1 %) (`--max-length-difference` to allow more;
 the CSV records each clip's length ratio). Clips too short for PESQ (0.25 s) or STOI (about 0.4 s of speech) get
-no PESQ/STOI, with a note, and keep their other scores.
+no PESQ/STOI, with a note, and keep their other scores. The numbers come from the package's `evaluate` metric
+(`semanticodec_hf.metrics.load_codec_metric()`, i.e. `CodecMetrics` on the audio as float32); PESQ and STOI need
+`pip install "semanticodec-hf[eval]"`.
 """
 
 from __future__ import annotations
@@ -343,7 +345,7 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    from semanticodec_hf.metrics import CodecMetrics, write_report
+    from semanticodec_hf.metrics import load_codec_metric, write_report
 
     clips = clips_from_dataset(args) if args.dataset else clips_from_folder(args)
     empty = [clip.name for clip in clips if clip.audio.size == 0]
@@ -368,16 +370,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if spec.tokens_per_second is not None:
             token_rates[spec.name] = spec.tokens_per_second
 
-    metric = CodecMetrics()
+    metric = load_codec_metric(keep_in_memory=True)  # the audio is in memory already: no Arrow cache files
     names = [clip.name for clip in clips]
     results = {}
     for label, estimates in systems.items():
         try:
             results[label] = metric.compute(
-                references=[clip.audio for clip in clips], estimates=[estimates[n] for n in names],
-                sample_rate=SAMPLE_RATE, domains=[clip.domain for clip in clips], speech=speech, names=names,
-                max_length_difference=args.max_length_difference)
-        except ValueError as error:
+                predictions=[estimates[n] for n in names], references=[clip.audio for clip in clips],
+                sampling_rate=SAMPLE_RATE, domains=[clip.domain for clip in clips], speech=speech, names=names,
+                max_length_difference=args.max_length_difference, detailed=True)
+        except (ValueError, ImportError) as error:  # bad audio; PESQ/STOI without the [eval] extra
             raise SystemExit(f"error: {label}: {error}") from None
     written = write_report(results, args.output, bitrates, token_rates)
     print(Path(written["markdown"]).read_text())

@@ -34,6 +34,7 @@ _EXPORTS = {
     "SemantiCodecTokenizeFunction": "datasets_utils",
     "AcousticBPE": "acoustic_bpe",  # sentencepiece is imported only when a BPE model is trained or loaded
     "CodecMetrics": "metrics",  # pesq/pystoi/matplotlib are imported only when used
+    "load_codec_metric": "metrics",  # the same metrics as an `evaluate` module
 }
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from .configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES, SemantiCodecConfig
     from .datasets_utils import SemantiCodecTokenizeFunction
     from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
-    from .metrics import CodecMetrics
+    from .metrics import CodecMetrics, load_codec_metric
     from .modeling_semanticodec import (
         SemantiCodecDecoderOutput,
         SemantiCodecEncoderOutput,
@@ -87,6 +88,7 @@ __all__ = [
     "SemantiCodecOutput",
     "SemantiCodecPreTrainedModel",
     "SemantiCodecProcessor",
+    "load_codec_metric",
     "register_auto_classes",
 ]
 

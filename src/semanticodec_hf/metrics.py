@@ -11,13 +11,16 @@ empty signal, NaN/Inf samples, several channels, or a reference and an estimate 
 PESQ and STOI raise `MetricNotApplicable` (a `ValueError`) on clips they cannot score (too short, no speech
 activity); `score_clip` and `CodecMetrics.compute` record None there with a note and score the rest.
 `CodecMetrics.compute` scores a set of clips, with per-domain means, in the shape of the `evaluate` library's
-metrics, and `write_report` writes them as markdown, CSV and a metric-vs-bitrate plot.
+metrics, and `write_report` writes them as markdown, CSV and a metric-vs-bitrate plot. `load_codec_metric()` gives
+the same numbers as an `evaluate` metric (`evaluate.load` of the script shipped in `semanticodec_hf/evaluation/`).
+PESQ and STOI need the optional packages `pesq` and `pystoi` (`pip install "semanticodec-hf[eval]"`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -34,6 +37,12 @@ LENGTH_TOLERANCE_SECONDS = 0.1  # more than one frame of padding of common codec
 LENGTH_TOLERANCE_FRACTION = 0.01  # long files from codecs that work in chunks
 PESQ_MIN_SECONDS = 0.25
 CLIP_COLUMNS = ("length_ratio", "length_difference_s", "note")  # per-clip extras of score_clip / the CSV
+MIN_SAMPLE_RATE = 1000  # Hz; below it a rate was most likely given in kHz (16 for 16000)
+EVAL_EXTRA = 'pip install "semanticodec-hf[eval]"'
+# The optional package each speech metric needs: {metric: (import name, pip name, metric's display name)}
+SPEECH_METRIC_PACKAGES = {"pesq_wb": ("pesq", "pesq", "PESQ"), "stoi": ("pystoi", "pystoi", "STOI")}
+# The `evaluate` metric script: a folder holding a script of the same name is what `evaluate.load` expects.
+CODEC_METRIC_DIR = Path(__file__).resolve().parent / "evaluation" / "semanticodec_codec_metrics"
 
 
 class MetricNotApplicable(ValueError):
@@ -51,6 +60,9 @@ def _check_rate(sample_rate: Any, estimate_sample_rate: Any = None, required: bo
         return None
     if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or sample_rate <= 0:
         raise ValueError(f"The sample rate must be a positive whole number of Hz; got {sample_rate!r}.")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ValueError(f"A sample rate of {sample_rate!r} Hz is below {MIN_SAMPLE_RATE} Hz: give it in Hz, not kHz "
+                         f"(16000, not 16).")
     if estimate_sample_rate is not None and int(estimate_sample_rate) != int(sample_rate):
         raise ValueError(
             f"The reference is at {int(sample_rate)} Hz but the estimate at {int(estimate_sample_rate)} Hz; "
@@ -108,6 +120,25 @@ def _pair(reference: Any, estimate: Any, sample_rate: Optional[int] = None,
             "(seconds) to score the overlap anyway.")
     length = min(reference_samples, estimate_samples)
     return out[0][:length], out[1][:length]
+
+
+def _import_optional(metric: str) -> Any:
+    """The module a speech metric needs (`pesq` or `pystoi`), or an ImportError naming the `[eval]` extra. The one
+    place that says how to install them: `pesq_wb`, `stoi`, `CodecMetrics` and the `evaluate` metric all use it."""
+    import importlib
+
+    module, package, display = SPEECH_METRIC_PACKAGES[metric]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{display} needs the optional `{package}` package: {EVAL_EXTRA} (or pip install "
+                          f"{package}).") from None
+
+
+def require_speech_metrics() -> None:
+    """Check that PESQ and STOI can run (an ImportError naming the `[eval]` extra if not), before any scoring."""
+    for metric in SPEECH_METRIC_PACKAGES:
+        _import_optional(metric)
 
 
 def _magnitude(signal: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -215,10 +246,8 @@ def pesq_wb(reference: Any, estimate: Any, sample_rate: int, estimate_sample_rat
     score (shorter than 1/4 s, or no speech-like activity in the reference) raises `MetricNotApplicable`.
     """
     rate = _check_rate(sample_rate, estimate_sample_rate)
-    try:
-        from pesq import PesqError, pesq
-    except ImportError:
-        raise ImportError("PESQ needs the `pesq` package: pip install pesq (or semanticodec-hf[eval]).") from None
+    pesq_module = _import_optional("pesq_wb")
+    pesq, PesqError = pesq_module.pesq, pesq_module.PesqError
     ref, est = _pair(reference, estimate, rate, max_length_difference)
     ref, est = _at_16k(ref, rate), _at_16k(est, rate)
     if ref.size < 16000 * PESQ_MIN_SECONDS:
@@ -239,10 +268,7 @@ def stoi(reference: Any, estimate: Any, sample_rate: int, estimate_sample_rate: 
     that case raises `MetricNotApplicable` here instead of passing the placeholder on as a score.
     """
     rate = _check_rate(sample_rate, estimate_sample_rate)
-    try:
-        from pystoi import stoi as compute_stoi
-    except ImportError:
-        raise ImportError("STOI needs the `pystoi` package: pip install pystoi (or semanticodec-hf[eval]).") from None
+    compute_stoi = _import_optional("stoi").stoi
     ref, est = _pair(reference, estimate, rate, max_length_difference)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -307,8 +333,13 @@ class CodecMetrics:
     "note"}], "per_domain": {domain: means}, "overall": means}`. Each pair is trimmed to its shorter length when
     the lengths differ by at most max(0.1 s, 1 %) or `max_length_difference` seconds (else a ValueError naming
     the clip). `speech` marks the clips that get PESQ and STOI (None elsewhere, and None with a `note` on clips
-    they cannot score); left out, a clip counts as speech when its domain is "speech". Means skip clips where a
-    metric does not apply. Without `domains` every clip is in the domain "all".
+    they cannot score): one bool per clip, or one bool for all; left out, a clip counts as speech when its domain
+    is "speech". PESQ and STOI need the `[eval]` extra: when any clip is speech and it is missing, an ImportError
+    says so before anything is scored. Means skip clips where a metric does not apply. Without `domains` every
+    clip is in the domain "all". `estimate_sample_rate`, when given, must equal `sample_rate` (these metrics never
+    resample one side).
+
+    The same numbers as an `evaluate` metric: `load_codec_metric()` (see `semanticodec_hf/evaluation/`).
     """
 
     name = "semanticodec_codec_metrics"
@@ -319,11 +350,12 @@ class CodecMetrics:
         estimates: Optional[Sequence[Any]] = None,
         sample_rate: Optional[int] = None,
         domains: Optional[Sequence[str]] = None,
-        speech: Optional[Sequence[bool]] = None,
+        speech: Optional[Union[bool, Sequence[bool]]] = None,
         names: Optional[Sequence[str]] = None,
         *,
         predictions: Optional[Sequence[Any]] = None,
         max_length_difference: Optional[float] = None,
+        estimate_sample_rate: Optional[int] = None,
     ) -> Dict[str, Any]:
         if predictions is not None:
             if estimates is not None:
@@ -331,15 +363,19 @@ class CodecMetrics:
             estimates = predictions
         if references is None or estimates is None:
             raise ValueError("compute needs `references` and `estimates` (or `predictions`).")
-        rate = _check_rate(sample_rate)
+        rate = _check_rate(sample_rate, estimate_sample_rate)
         if len(estimates) != len(references):
             raise ValueError(f"Got {len(estimates)} estimates for {len(references)} references.")
         count = len(references)
         domains = [str(d) for d in domains] if domains is not None else ["all"] * count
+        if isinstance(speech, (bool, np.bool_)):
+            speech = [bool(speech)] * count
         speech = [bool(s) for s in speech] if speech is not None else [d == "speech" for d in domains]
         names = [str(n) for n in names] if names is not None else [str(i) for i in range(count)]
         if not len(domains) == len(speech) == len(names) == count:
             raise ValueError(f"domains, speech and names must have one entry per clip ({count}).")
+        if any(speech):
+            require_speech_metrics()
         rows: List[Dict[str, Any]] = []
         for index in range(count):
             try:
@@ -451,5 +487,17 @@ def write_report(results: Mapping[str, Any], out_dir: Any,
     return written
 
 
+def load_codec_metric(**kwargs: Any):
+    """`evaluate.load` of the metric shipped with this package (`CODEC_METRIC_DIR`): `CodecMetrics` as an
+    `evaluate` module, `compute(predictions=..., references=..., sampling_rate=...)`. `kwargs` go to
+    `evaluate.load` (`keep_in_memory=True`, `cache_dir=`, `num_process=` / `process_id=` ...)."""
+    try:
+        import evaluate
+    except ImportError:
+        raise ImportError("load_codec_metric needs the `evaluate` library: pip install evaluate") from None
+    return evaluate.load(str(CODEC_METRIC_DIR), **kwargs)
+
+
 __all__ = ["CodecMetrics", "MetricNotApplicable", "mel_distance", "multi_resolution_stft_distance", "si_sdr",
-           "pesq_wb", "stoi", "score_clip", "write_report", "allowed_length_difference", "METRIC_NAMES"]
+           "pesq_wb", "stoi", "score_clip", "write_report", "allowed_length_difference", "METRIC_NAMES",
+           "load_codec_metric", "require_speech_metrics", "CODEC_METRIC_DIR"]
