@@ -1,13 +1,23 @@
 """Model cards for the converted variants: one template, so the 12 cards in `model_cards/` and the card
 the converter writes next to the weights never disagree. `python -m semanticodec_hf.model_cards DIR`
-regenerates the folder."""
+regenerates the folder; tests/test_model_cards.py checks that the committed cards equal what this module renders
+and that they parse with `huggingface_hub.ModelCard`.
+
+The YAML header is what a Hub page shows: `library_name`, `pipeline_tag`, `tags`, `license` (`other`, pointing
+to the upstream repository: its code is MIT but the official weights state no licence), `datasets` and
+`base_model`."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from .audio_token_layout import SemantiCodecVocabularyLayout
 from .configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES, SemantiCodecConfig
+
+# Hub tags of every card: the task (audio tokenization, codec) and the project.
+CARD_TAGS = ("audio", "audio-tokenization", "codec", "audio-codec", "audio-tokenizer", "semanticodec",
+             "semanticodec-hf")
 
 
 def card_repo_name(token_rate: int, semantic_vocab_size: int) -> str:
@@ -18,6 +28,11 @@ def render_model_card(config: SemantiCodecConfig) -> str:
     """The Hub model card (YAML metadata + usage, conversion note, licence provenance, citation)."""
     rate, vocab = config.token_rate, config.semantic_vocab_size
     kbps = config.bitrate / 1000
+    repo = card_repo_name(rate, vocab)
+    layout = SemantiCodecVocabularyLayout.from_config(config)
+    tags = "\n".join(f"- {tag}" for tag in CARD_TAGS)
+    lm_vocabulary = (f"{layout.vocab_size} ids: {vocab} semantic + {layout.acoustic_vocab_size} acoustic + "
+                     f"{layout.num_special_tokens} special")
     return f"""---
 library_name: transformers
 pipeline_tag: audio-to-audio
@@ -25,11 +40,7 @@ license: other
 license_name: semanticodec-upstream
 license_link: https://github.com/haoheliu/SemantiCodec-inference
 tags:
-- audio
-- audio-codec
-- audio-tokenizer
-- semanticodec
-- semanticodec-hf
+{tags}
 datasets:
 - agkphysics/AudioSet
 base_model: haoheliu/SemantiCodec
@@ -52,23 +63,31 @@ diffusion decoder (UNet, VAE, HiFi-GAN) turns the tokens back into audio.
 | bitrate | {config.bitrate:g} bit/s |
 | sampling rate | {config.sampling_rate} Hz |
 | decoding | DDIM, {config.num_inference_steps} steps, classifier-free guidance {config.guidance_scale:g}, 10.24 s windows |
+| LM vocabulary (processor) | {lm_vocabulary} |
 
 ## Usage
 
 ```python
 import soundfile as sf
-from transformers import AutoFeatureExtractor, AutoModel
-import semanticodec_hf  # registers the "semanticodec" model type
+from transformers import AutoModel, AutoProcessor
 
-model = AutoModel.from_pretrained("{card_repo_name(rate, vocab)}").eval()
-feature_extractor = AutoFeatureExtractor.from_pretrained("{card_repo_name(rate, vocab)}")
+# trust_remote_code runs the model code saved in this repo; or `import semanticodec_hf` first and drop the flag
+model = AutoModel.from_pretrained("{repo}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
 audio, sampling_rate = sf.read("input.wav", dtype="float32", always_2d=True)
-inputs = feature_extractor(audio.T, sampling_rate=sampling_rate, return_tensors="pt")
-codes = model.encode(**inputs)                      # audio_codes: (batch, 2, frames)
-audio_values = model.decode(codes.audio_codes, audio_codes_lengths=codes.audio_codes_lengths, seed=0).audio_values
+inputs = processor(audio.T, sampling_rate=sampling_rate, return_tensors="pt")  # feature-extractor inputs
+encoded = model.encode(**inputs)                    # audio_codes: (batch, 2, frames), {config.frame_rate:g} frames/s
+ids = processor.codes_to_ids(encoded.audio_codes, encoded.audio_codes_lengths)  # LM ids (interleaved layout)
+codes = processor.ids_to_codes(ids)                 # back to (audio_codes, audio_codes_lengths)
+audio_values = model.decode(**codes, seed=0).audio_values  # 16 kHz audio, from these ids or ids an LM generated
 ```
 
-Or from the command line: `semanticodec-hf roundtrip input.wav output.wav --model {card_repo_name(rate, vocab)}`.
+The processor wraps the feature extractor (`AutoFeatureExtractor` loads it alone) and maps codes to one flat
+vocabulary of {layout.vocab_size} ids for language models: semantic ids keep their values, acoustic ids are
+shifted by {layout.acoustic_offset}, and `<bos>`, `<eos>`, `<pad>`, `<sep>` follow; interleaved, a clip takes
+{config.tokens_per_second:g} ids per second (plus `<bos>` and `<eos>`).
+
+Or from the command line: `semanticodec-hf roundtrip input.wav output.wav --model {repo}`.
 
 Decoding samples stochastically like the original (DDIM with eta = 1); pass `seed` for
 reproducible output. It costs about 100 UNet evaluations per 10.24 s window: a GPU is recommended.
@@ -81,7 +100,7 @@ Converted with semanticodec-hf from the official files of
 `{config.semantic_codebook_file}`:
 
 ```bash
-semanticodec-hf convert --token-rate {rate} --semantic-vocab-size {vocab} --output {card_repo_name(rate, vocab)}
+semanticodec-hf convert --token-rate {rate} --semantic-vocab-size {vocab} --output {repo}
 ```
 
 The conversion is strict (every original tensor is mapped or on a documented drop list: the unused
