@@ -43,13 +43,18 @@ setup(
     package_dir={"": "src", "semanticodec_hf.lm": "lm"},
     packages=find_packages("src") + ["semanticodec_hf.lm"],
     install_requires=[
-        # A local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
-        "torch==2.13.0",
-        "transformers==5.24.0",
-        "diffusers==0.42.1",
-        "accelerate==1.15.0",
-        "datasets==5.2.0",
-        "huggingface_hub>=1.0",
+        # Ranges, so that the package installs beside a user's own stack: each floor is the oldest release with
+        # the API we use (tests/compat/lower_bounds.py installs the floors and runs tests on them), each cap the
+        # next major. constraints.txt pins today's known-good set (the README's and CI's install use it).
+        # torch: 2.6 brings torch.accelerator; only 2.13.0 is tested (a CPU wheel; other CPU builds are not
+        # installable here, and PyPI's Linux torch pulls gigabytes of CUDA packages).
+        "torch>=2.6,<3",
+        "transformers>=5.0,<6",  # the audio-tokenizer API is in 4.53+, but 4.x needs huggingface_hub<1
+        "diffusers>=0.35.2,<1",  # 0.35.1 and older import a name that transformers 5 removed
+        "accelerate>=1.2,<2",  # accelerate.utils.load; transformers 5.0 imports get_module_size_with_ties (1.2)
+        "datasets>=4.0,<6",  # datasets.List
+        "huggingface_hub>=1.3,<3",  # what transformers 5.0 requires
+        "evaluate>=0.2,<1",  # the codec metrics as an evaluate metric (semanticodec_hf/evaluation/); 0.1 fails
         "safetensors>=0.4",
         "numpy>=1.24",
         "soundfile>=0.12",
