@@ -30,6 +30,7 @@ from semanticodec_hf import SemantiCodecConfig
 from semanticodec_hf.cpu_info import describe_cpu
 from semanticodec_hf.lstm_kernels import KERNELS, LstmKernelChooser, lstm_kernel, resolve_kernel
 from semanticodec_hf.modeling_semanticodec_encoder import SemantiCodecEncoder
+from semanticodec_hf.modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
 
 def timed(run, repeats: int) -> float:
@@ -54,10 +55,10 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
 
     config = SemantiCodecConfig.from_variant(args.token_rate, 8192)
     torch.manual_seed(0)
-    encoder = SemantiCodecEncoder(config).eval()
+    encoder, quantizer = SemantiCodecEncoder(config).eval(), SemantiCodecQuantizer(config)
     with torch.no_grad():
-        encoder.semantic_quantizer.centroids.normal_()
-        encoder.acoustic_quantizer.codebook.normal_()
+        quantizer.semantic.centroids.normal_()
+        quantizer.acoustic.codebook.normal_()
     lstm, steps = encoder.lstm, config.frames_per_window
     print(f"full-size {args.token_rate} tokens/s BiLSTM: {lstm.num_layers} layers, {lstm.hidden_size} units, "
           f"{steps} steps per window", flush=True)
@@ -82,8 +83,8 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
                 windows = torch.randn(batch, config.window_frames, config.num_mel_bins)
                 for kernel in KERNELS:
                     encoder.lstm_kernel = kernel
-                    encoder(windows[:1])
-                    row[f"encoder_{kernel}_s"] = timed(lambda: encoder(windows), args.repeats) / batch
+                    encoder(windows[:1], quantizer)
+                    row[f"encoder_{kernel}_s"] = timed(lambda: encoder(windows, quantizer), args.repeats) / batch
                     line += f" encoder_{kernel}_s={row[f'encoder_{kernel}_s']:.3f}"
             print(f"batch {batch}: seconds per window, LSTM alone: ATen {row['aten_s']:.3f}, oneDNN "
                   f"{row['onednn_s']:.3f}; auto picked {choice} ({auto_s / row['onednn_s']:.2f}x the default; "

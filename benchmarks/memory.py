@@ -50,23 +50,24 @@ def child(size: str, token_rate: int, direction: str, minutes: float, steps: int
         model = SemantiCodecModel(SemantiCodecConfig.from_variant(token_rate=token_rate, semantic_vocab_size=8192))
     config, extractor = model.config, SemantiCodecFeatureExtractor()
     model.eval()
-    samples = int(minutes * 60 * 16000)
+    rate = config.sampling_rate
+    samples = int(minutes * 60 * rate)
     rng = np.random.default_rng(0)
     codes = None
     if direction in ("decode", "stream"):  # codes made up front (their size is negligible), then measure decoding alone
-        frames = int(samples / 16000 * config.frame_rate)
+        frames = int(samples / rate * config.frame_rate)
         codes = torch.stack([torch.from_numpy(rng.integers(0, config.semantic_vocab_size, frames)),
                              torch.from_numpy(rng.integers(0, config.acoustic_codebook_size, frames))])[None]
     loaded = rss_gb()
     with torch.inference_mode():
         if direction == "encode":
             audio = 0.1 * rng.standard_normal(samples, dtype=np.float32)
-            features = extractor(audio, sampling_rate=16000)
+            features = extractor(audio, sampling_rate=rate)
             model.encode(features["input_features"], input_features_mask=features["input_features_mask"],
                          num_samples=features["num_samples"])
         elif direction == "encode-stream":  # what the CLI does for long files: fbank blocks consumed as they come
             audio = 0.1 * rng.standard_normal(samples, dtype=np.float32)
-            model.encode_stream(*_swap(extractor.iter_features(audio, sampling_rate=16000)))
+            model.encode_stream(*_swap(extractor.iter_features(audio, sampling_rate=rate)))
         elif direction == "decode":
             model.decode(codes, num_inference_steps=steps, seed=0)
         else:  # what the CLI does for long files: window chunks decoded and handed on (here: dropped)

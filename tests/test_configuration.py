@@ -50,6 +50,20 @@ def test_round_trip_keeps_every_hyper_parameter(tmp_path):
     assert loaded.bitrate == config.bitrate == 350.0
 
 
+def test_a_config_json_with_the_removed_lstm_hidden_size_still_loads(tmp_path):
+    """`lstm_hidden_size` (2 x feature_dim, used by nothing) was dropped from the config; a config.json that
+    names it, written by hand or by other tools, loads as before: the key is kept as a plain attribute."""
+    config = SemantiCodecConfig.tiny()
+    config.save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert "lstm_hidden_size" not in stored
+    stored["lstm_hidden_size"] = 2 * config.feature_dim
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    loaded = SemantiCodecConfig.from_pretrained(tmp_path)
+    assert loaded.lstm_hidden_size == 2 * config.feature_dim
+    assert {k: v for k, v in loaded.to_dict().items() if k != "lstm_hidden_size"} == config.to_dict()
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -77,3 +91,39 @@ def test_tiny_config_keeps_window_geometry():
     assert config.frames_per_window == 128
     assert config.window_samples == 163840
     assert config.conditioning_dim == config.unet_config["cross_attention_dim"][0][1]
+
+
+@pytest.mark.parametrize("token_rate", PUBLISHED_TOKEN_RATES)
+def test_time_arithmetic_is_derived_from_the_geometry(token_rate):
+    """Lengths in samples, frames and windows come from the config (never stored, so never out of step)."""
+    config = SemantiCodecConfig.from_variant(token_rate=token_rate)
+    assert (config.fbank_hop_samples, config.window_samples, config.patch_samples, config.min_num_samples) == (
+        160, 163840, 2560, 2560)
+    assert (config.window_seconds, config.patch_seconds) == (10.24, 0.16)
+    assert config.hop_length == 32000 // token_rate and config.stack_factor == 100 / token_rate
+    assert (config.decode_overlap_frames, config.decode_overlap_samples) == (config.frames_per_window // 16, 10240)
+    assert [config.num_windows(n) for n in (2560, 163839, 163840, 327680)] == [1, 1, 2, 3]
+    # the token budget rounds up to whole 0.16 s patches (a whole extra patch at exact multiples); the encoder
+    # keeps at most its windows' frames
+    assert config.frame_budget(163840) == 520 * token_rate // 100
+    assert config.num_frames(163840) == config.frame_budget(163840)
+    assert config.num_frames(16000) == config.frame_budget(16000) == {100: 57, 50: 29, 25: 15}[token_rate]
+    assert config.output_num_samples(config.frames_per_window) == 163840
+    for key in ("window_samples", "patch_samples", "decode_overlap_samples", "hop_length", "fbank_hop_samples"):
+        assert key not in config.to_dict()
+
+
+def test_the_encoder_keeps_at_most_its_windows_frames():
+    """Where the budget's float arithmetic spills one frame past the last window (from 1144321 samples, just
+    under 7 windows), the encoder keeps only its windows' frames."""
+    config = SemantiCodecConfig()
+    assert config.num_windows(1144321) == 7 and config.frame_budget(1144321) == 3585
+    assert config.num_frames(1144321) == 7 * 512
+    assert config.num_frames(1144320) == config.frame_budget(1144320) == 3576  # no cap one sample earlier
+
+
+def test_time_arithmetic_follows_a_custom_overlap_and_window():
+    config = SemantiCodecConfig.tiny(decode_window_overlap=0.125)
+    assert (config.decode_overlap_frames, config.decode_overlap_samples) == (64, 20480)
+    assert SemantiCodecConfig.tiny(decode_window_overlap=0.1).decode_overlap_samples == 51 * 320  # 51 whole frames
+    assert SemantiCodecConfig.tiny(decode_window_overlap=0.0).decode_overlap_samples == 0

@@ -64,12 +64,6 @@ def test_channels_last_2d_and_what_is_left_alone():
         assert torch.equal(value, weights[key]) and value.is_contiguous()
 
 
-@pytest.fixture(scope="module")
-def tiny_decoder():
-    torch.manual_seed(0)
-    return SemantiCodecDecoder(SemantiCodecConfig.tiny()).eval()
-
-
 def test_decoder_networks_on_channels_last_match_the_plain_layout(tiny_decoder):
     """The decoder runs the VAE and vocoder on channels-last kernels on a CPU; the result must be what the library
     modules compute in their own layout (float32 rounding apart)."""

@@ -27,6 +27,7 @@ from semanticodec_hf.modeling_semanticodec_encoder import (
     padding_cut,
     pool_patches,
 )
+from semanticodec_hf.modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
 FLOAT_TOLERANCE = 1e-4
 # (token rate, vocab, fixture, windows also encoded alone). Every window alone is one more LSTM pass over
@@ -38,9 +39,24 @@ CASES = {
 _META_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
 
 
-def _strip(mapped: dict) -> dict:
-    assert all(key.startswith("encoder.") for key in mapped)
-    return {key[len("encoder."):]: value for key, value in mapped.items()}
+def _split(mapped: dict) -> tuple:
+    """Mapped model keys -> (encoder state dict, quantizer state dict), prefixes removed."""
+    parts = ({}, {})
+    for key, value in mapped.items():
+        prefix, _, name = key.partition(".")
+        assert prefix in ("encoder", "quantizer"), key
+        parts[prefix == "quantizer"][name] = value
+    return parts
+
+
+def _build(config: SemantiCodecConfig) -> tuple:
+    return SemantiCodecEncoder(config), SemantiCodecQuantizer(config)
+
+
+def _load(encoder: SemantiCodecEncoder, quantizer: SemantiCodecQuantizer, mapped: dict) -> None:
+    for module, state in zip((encoder, quantizer), _split(mapped)):
+        result = module.load_state_dict(state, strict=True, assign=True)
+        assert not result.missing_keys and not result.unexpected_keys
 
 
 def _meta_original(token_rate: int) -> dict:
@@ -49,17 +65,17 @@ def _meta_original(token_rate: int) -> dict:
             for e in load_manifest("encoder", token_rate)}
 
 
-def _load_parity_encoder(token_rate: int, vocab: int) -> SemantiCodecEncoder:
+def _load_parity_encoder(token_rate: int, vocab: int) -> tuple:
+    """The encoder and the quantizer of a model holding the parity recipe's weights."""
     config = SemantiCodecConfig.from_variant(token_rate, vocab)
     original = build_encoder_state_dict(token_rate)
     mapped = map_encoder_state_dict(original, build_semantic_centroids(vocab, token_rate), config=config)
     del original  # the mapped views keep only the tensors the encoder uses
     with torch.device("meta"):
-        encoder = SemantiCodecEncoder(config)
-    result = encoder.load_state_dict(_strip(mapped), strict=True, assign=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    encoder.reset_computed_buffers()
-    return encoder.eval()
+        encoder, quantizer = _build(config)
+    _load(encoder, quantizer, mapped)
+    quantizer.reset_computed_buffers()
+    return encoder.eval(), quantizer.eval()
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -68,18 +84,18 @@ def case(request):
     two CPU LSTM kernels (batched: ATen's recurrence, alone: oneDNN's fused LSTM), so every id test below checks
     that either kernel gives the original's ids (`lstm_kernels` may pick either on a user's machine)."""
     token_rate, vocab, name, alone = CASES[request.param]
-    encoder = _load_parity_encoder(token_rate, vocab)
+    encoder, quantizer = _load_parity_encoder(token_rate, vocab)
     reference = dict(np.load(FIXTURES / f"{name}_encoder.npz"))
     windows = torch.from_numpy(reference["fbank"]).reshape(-1, 1024, 128)
     with torch.inference_mode():
         audiomae0 = encoder.audiomae_features(windows[:1])
         encoder.lstm_kernel = "aten"
-        batched = encoder(windows, return_conditioning=True)
+        batched = encoder(windows, quantizer, return_conditioning=True)
         encoder.lstm_kernel = "onednn"
-        singles = {i: encoder(windows[i: i + 1], return_conditioning=True) for i in alone}
-    yield dict(encoder=encoder, reference=reference, windows=windows, audiomae0=audiomae0, batched=batched,
-               singles=singles, name=request.param)
-    del encoder
+        singles = {i: encoder(windows[i: i + 1], quantizer, return_conditioning=True) for i in alone}
+    yield dict(encoder=encoder, quantizer=quantizer, reference=reference, windows=windows, audiomae0=audiomae0,
+               batched=batched, singles=singles, name=request.param)
+    del encoder, quantizer
     gc.collect()
 
 
@@ -138,12 +154,14 @@ def test_last_window_padding_is_marked(case):
 
 def test_decoder_conditioning_from_codes_matches_encoder(case):
     """codes -> [acoustic ++ semantic] + PE rebuilds the encoder's conditioning where nothing was cut."""
-    encoder, out = case["encoder"], case["batched"]
-    config = encoder.config
-    features = encoder.codes_to_features(out.semantic_ids[:1], out.acoustic_ids[:1])
-    rebuilt = build_conditioning(features, config.frames_per_window, encoder.positional_encoding)
+    quantizer, out = case["quantizer"], case["batched"]
+    config = quantizer.config
+    features = quantizer.codes_to_features(out.semantic_ids[:1], out.acoustic_ids[:1])
+    rebuilt = build_conditioning(features, config.frames_per_window, quantizer.positional_encoding)
     assert torch.equal(rebuilt, out.conditioning[:1])
-    short = build_conditioning(features[:, :10], config.frames_per_window, encoder.positional_encoding)
+    assert torch.equal(quantizer.codes_to_conditioning(out.semantic_ids[:1], out.acoustic_ids[:1]), rebuilt)
+    short = build_conditioning(features[:, :10], config.frames_per_window, quantizer.positional_encoding)
+    assert torch.equal(quantizer.codes_to_conditioning(out.semantic_ids[:1, :10], out.acoustic_ids[:1, :10]), short)
     assert torch.equal(short[:, :10], rebuilt[:, :10]) and (short[:, 10:, : 2 * config.feature_dim] == -1).all()
     unconditional = unconditional_conditioning(short, 2 * config.feature_dim)
     padding = unconditional[:, 10:, : 2 * config.feature_dim]
@@ -159,7 +177,7 @@ def test_mapping_accepts_both_initted_layouts():
         original = _meta_original(100)
         original["quantizer._codebook.initted"] = initted
         mapped = map_encoder_state_dict(original, centroids, config=config)
-        assert "encoder.acoustic_quantizer.codebook" in mapped and mapped["encoder.acoustic_quantizer.codebook"].shape == (8192, 768)
+        assert "quantizer.acoustic.codebook" in mapped and mapped["quantizer.acoustic.codebook"].shape == (8192, 768)
 
 
 def test_mapping_returns_views_and_infers_variant():
@@ -167,8 +185,8 @@ def test_mapping_returns_views_and_infers_variant():
                 for key, value in _meta_original(100).items()}
     centroids = np.zeros((4096, 768), np.float32)
     mapped = map_encoder_state_dict(original, centroids)  # variant inferred from the centroid width
-    assert mapped["encoder.acoustic_quantizer.codebook"].data_ptr() == original["quantizer._codebook.embed"].data_ptr()
-    assert mapped["encoder.semantic_quantizer.centroids"].numpy().ctypes.data == centroids.ctypes.data
+    assert mapped["quantizer.acoustic.codebook"].data_ptr() == original["quantizer._codebook.embed"].data_ptr()
+    assert mapped["quantizer.semantic.centroids"].numpy().ctypes.data == centroids.ctypes.data
     dropped = ("mask_token", "decoder_", "initted", "cluster_size", "embed_avg")
     assert not [key for key in mapped if any(word in key for word in dropped)]
 
@@ -216,31 +234,33 @@ def test_parameter_counts_equal_the_used_parts_of_the_original(token_rate):
     vocab = 4096
     config = SemantiCodecConfig.from_variant(token_rate, vocab)
     with torch.device("meta"):
-        encoder = SemantiCodecEncoder(config)
+        encoder, quantizer = _build(config)
     manifest = {e["key"]: math.prod(e["shape"]) for e in load_manifest("encoder", token_rate)}
+    state = {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+             **{f"quantizer.{k}": v for k, v in quantizer.state_dict().items()}}
 
     def original(prefix: str) -> int:
         return sum(n for key, n in manifest.items() if key.startswith(prefix))
 
     def ours(prefix: str) -> int:
-        return sum(t.numel() for key, t in encoder.state_dict().items() if key.startswith(prefix))
+        return sum(t.numel() for key, t in state.items() if key.startswith(prefix))
 
     audiomae_used = original("audiomae.model.") - original("audiomae.model.decoder_") - original("audiomae.model.mask_token")
-    assert ours("audiomae.") == audiomae_used == 85_648_128
-    assert ours("lstm.") == original("encoder.") == {100: 207_716_352, 50: 604_127_232, 25: 1_510_146_048}[token_rate]
-    assert ours("output_linear.") == original("encoder_output_linear.") == 4 * config.feature_dim**2
-    assert ours("acoustic_quantizer.") == manifest["quantizer._codebook.embed"] == 8192 * config.feature_dim
-    assert ours("semantic_quantizer.") == vocab * config.feature_dim
+    assert ours("encoder.audiomae.") == audiomae_used == 85_648_128
+    assert ours("encoder.lstm.") == original("encoder.") == {100: 207_716_352, 50: 604_127_232,
+                                                              25: 1_510_146_048}[token_rate]
+    assert ours("encoder.output_linear.") == original("encoder_output_linear.") == 4 * config.feature_dim**2
+    assert ours("quantizer.acoustic.") == manifest["quantizer._codebook.embed"] == 8192 * config.feature_dim
+    assert ours("quantizer.semantic.") == vocab * config.feature_dim
     parameters = sum(p.numel() for p in encoder.parameters())
     assert parameters == audiomae_used + original("encoder.") + original("encoder_output_linear.")
-    assert set(dict(encoder.named_buffers())) == {
-        "semantic_quantizer.centroids", "acoustic_quantizer.codebook", "positional_encoding"}
-    assert "positional_encoding" not in encoder.state_dict()  # computed, never saved
+    assert not list(quantizer.parameters()) and not dict(encoder.named_buffers())  # the codebooks are buffers
+    assert set(dict(quantizer.named_buffers())) == {"semantic.centroids", "acoustic.codebook", "positional_encoding"}
+    assert "positional_encoding" not in quantizer.state_dict()  # computed, never saved
     # the whole official layout maps and loads strictly
     mapped = map_encoder_state_dict(_meta_original(token_rate), torch.empty(vocab, config.feature_dim, device="meta"),
                                     config=config)
-    result = encoder.load_state_dict(_strip(mapped), strict=True, assign=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    _load(encoder, quantizer, mapped)
 
 
 # ------------------------------------------------------------------------------- small, exact units
@@ -287,9 +307,9 @@ def test_tiny_encoder_batches_exactly(token_rate):
     """Random tiny weights, windows with different padding: every item gets its own result in a batch."""
     torch.manual_seed(token_rate)
     config = SemantiCodecConfig.tiny(token_rate=token_rate)
-    encoder = SemantiCodecEncoder(config).eval()
+    encoder, quantizer = (module.eval() for module in _build(config))
     with torch.no_grad():
-        for buffer in (encoder.semantic_quantizer.centroids, encoder.acoustic_quantizer.codebook):
+        for buffer in (quantizer.semantic.centroids, quantizer.acoustic.codebook):
             buffer.normal_(0, 0.5)
         encoder.audiomae.pos_embed.normal_(0, 0.5)
     windows = torch.randn(4, 1024, 128)
@@ -297,10 +317,10 @@ def test_tiny_encoder_batches_exactly(token_rate):
     windows[2] = -1.2776
     windows[3, 1023] = 0.0
     with torch.inference_mode():
-        batched = encoder(windows, return_conditioning=True)
-        assert encoder(windows).conditioning is None
+        batched = encoder(windows, quantizer, return_conditioning=True)
+        assert encoder(windows, quantizer).conditioning is None
         for index in range(4):
-            single = encoder(windows[index: index + 1], return_conditioning=True)
+            single = encoder(windows[index: index + 1], quantizer, return_conditioning=True)
             assert torch.equal(single.semantic_ids[0], batched.semantic_ids[index])
             assert torch.equal(single.acoustic_ids[0], batched.acoustic_ids[index])
             assert torch.equal(single.conditioning[0], batched.conditioning[index])
@@ -313,4 +333,4 @@ def test_tiny_encoder_batches_exactly(token_rate):
     for index, k in enumerate(kept):
         assert (features[index, k:] == -1).all()
     with pytest.raises(ValueError, match="fbank windows"):
-        encoder(torch.zeros(1, 1000, 128))
+        encoder(torch.zeros(1, 1000, 128), quantizer)

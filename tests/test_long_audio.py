@@ -5,14 +5,17 @@ numpy / a numpy restatement of the original's cross-fade (bit for bit where the 
 """
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from semanticodec_hf.configuration_semanticodec import SemantiCodecConfig
 from semanticodec_hf.long_audio import (
     DEFAULT_OVERLAP_SAMPLES,
     StreamingOverlapAdd,
+    decode_windows,
     linear_ramp,
     overlap_add,
     reference_output_samples,
@@ -91,6 +94,29 @@ def test_split_rejects_bad_arguments():
             split_into_windows(num_frames, frames_per_window, ratio)
 
 
+def test_decode_windows_take_the_window_and_the_overlap_from_the_config():
+    config = SimpleNamespace(frames_per_window=16, decode_window_overlap=0.25)  # 4 overlap frames: step 12
+    assert decode_windows(40, config) == [(0, 16), (12, 28), (24, 40)] == split_into_windows(40, 16, 0.25)
+    assert decode_windows(16, config) == [(0, 16)] and decode_windows(0, config) == []
+    assert decode_windows(17, SimpleNamespace(frames_per_window=16, decode_window_overlap=0.0)) == [(0, 16), (16, 17)]
+
+
+@pytest.mark.parametrize("token_rate", [100, 50, 25])
+@pytest.mark.parametrize("ratio", [0.0625, 0.1, 0.25])
+def test_the_config_cross_fades_exactly_the_frames_its_windows_share(token_rate, ratio):
+    """`decode_overlap_samples` is the audio of the `decode_overlap_frames` that consecutive windows share, so the
+    cross-fade stays on them for any `decode_window_overlap`; the published 1/16 gives the original's 10240."""
+    config = SemantiCodecConfig(token_rate=token_rate, decode_window_overlap=ratio)
+    w = config.frames_per_window
+    windows = decode_windows(3 * w, config)
+    overlap_frames = windows[0][1] - windows[1][0]
+    assert overlap_frames == config.decode_overlap_frames == int(w * ratio)
+    assert config.decode_overlap_samples == overlap_frames * config.hop_length
+    assert config.decode_overlap_samples * w == overlap_frames * config.window_samples
+    if ratio == 0.0625:
+        assert config.decode_overlap_samples == DEFAULT_OVERLAP_SAMPLES == 10240
+
+
 # ------------------------------------------------------------------------------------------------ ramps
 def test_linear_ramp_is_numpys_linspace():
     for num, start, stop in [(10240, 0.0, 1.0), (10240, 1.0, 0.0), (7, 0.0, 1.0), (2, 1.0, 0.0), (1, 0.0, 1.0)]:
@@ -130,7 +156,7 @@ def _numpy_cross_fade(windows: np.ndarray, overlap: int) -> np.ndarray:
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_overlap_add_is_the_originals_cross_fade_bit_for_bit(count):
     windows = torch.randn(count, WINDOW_SAMPLES, generator=torch.Generator().manual_seed(count))
-    joined = overlap_add(windows)
+    joined = overlap_add(windows, DEFAULT_OVERLAP_SAMPLES)
     assert joined.shape == (WINDOW_SAMPLES + (count - 1) * HEAD_SAMPLES,)
     assert np.array_equal(joined.numpy(), _numpy_cross_fade(windows.numpy(), DEFAULT_OVERLAP_SAMPLES))
     assert DEFAULT_OVERLAP_SAMPLES == 10240
@@ -150,7 +176,7 @@ def test_overlap_add_small_overlaps_bit_for_bit(overlap, dtype):
 def test_overlap_add_of_one_window_is_that_window():
     """One window needs no cross-fade, even when it is shorter than the overlap."""
     for window in (_randn(1, 5), _randn(1, WINDOW_SAMPLES, seed=1)):
-        joined = overlap_add(window)
+        joined = overlap_add(window, DEFAULT_OVERLAP_SAMPLES)
         assert torch.equal(joined, window[0])
         assert joined.data_ptr() != window.data_ptr()  # a copy, not a view of the input
 
@@ -165,7 +191,7 @@ def test_overlap_add_without_overlap_concatenates_in_the_windows_dtype(overlap):
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 4), (0, 8)])
 def test_overlap_add_rejects_anything_but_a_nonempty_batch_of_windows(shape):
     with pytest.raises(ValueError, match=re.escape(f"windows must be [n >= 1, samples], got {list(shape)}.")):
-        overlap_add(torch.zeros(shape))
+        overlap_add(torch.zeros(shape), DEFAULT_OVERLAP_SAMPLES)
 
 
 # ------------------------------------------------------------------------------------ streaming cross-fade

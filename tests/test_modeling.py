@@ -45,8 +45,8 @@ def test_every_variant_has_the_published_size(token_rate, vocab):
         model = SemantiCodecModel(config)
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters == _used_original_parameters(token_rate)
-    assert model.encoder.semantic_quantizer.centroids.shape == (vocab, config.feature_dim)
-    assert model.encoder.acoustic_quantizer.codebook.shape == (8192, config.feature_dim)
+    assert model.quantizer.semantic.centroids.shape == (vocab, config.feature_dim)
+    assert model.quantizer.acoustic.codebook.shape == (8192, config.feature_dim)
 
 
 # ------------------------------------------------------------------------------------------ tiny model
@@ -55,11 +55,6 @@ def _audio(seconds: float, seed: int, sampling_rate: int = 16000) -> np.ndarray:
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
     tone = 0.3 * np.sin(2 * np.pi * (200 + 300 * seed) * t * (1 + 0.2 * t))
     return (tone + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return SemantiCodecModel.tiny(seed=0), SemantiCodecFeatureExtractor()
 
 
 def _rms(wave: torch.Tensor) -> float:
@@ -74,7 +69,7 @@ def test_tiny_model_carries_signal(tiny):
     """Every test that compares the tiny model's codes or audio relies on these: ids that vary with the input,
     audible output (a 0.1-amplitude input decodes well above 1e-3 RMS, PCM_16 is not all zeros), and output
     that depends on the codes and on the seed. Seeded weights, global RNG left alone."""
-    model, feature_extractor = tiny
+    model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     t = np.arange(48000) / 16000
     quiet = (0.1 * np.sin(2 * np.pi * 440 * t * (1 + 0.3 * t))).astype(np.float32)
     codes = model.encode(**feature_extractor(quiet, sampling_rate=16000)).audio_codes
@@ -97,11 +92,11 @@ def test_tiny_model_carries_signal(tiny):
     assert torch.equal(torch.random.get_rng_state(), state)
     for key, value in model.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
-    assert not torch.equal(reseeded.encoder.semantic_quantizer.centroids, model.encoder.semantic_quantizer.centroids)
+    assert not torch.equal(reseeded.quantizer.semantic.centroids, model.quantizer.semantic.centroids)
 
 
 def test_auto_classes_resolve_and_round_trip(tiny, tmp_path):
-    model, feature_extractor = tiny
+    model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     model.save_pretrained(tmp_path)
     feature_extractor.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
@@ -122,7 +117,7 @@ def test_auto_classes_resolve_and_round_trip(tiny, tmp_path):
 
 
 def test_batch_of_different_lengths_equals_each_item_alone(tiny):
-    model, feature_extractor = tiny
+    model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     clips = [_audio(3.0, 1), _audio(12.05, 2), _audio(0.5, 3)]
     batch = model.encode(**feature_extractor(clips, sampling_rate=16000))
     assert len(torch.unique(batch.audio_codes[1, 0, : batch.audio_codes_lengths[1]])) > 3, "ids must vary"
@@ -139,7 +134,7 @@ def test_both_cpu_lstm_kernels_give_the_same_ids_and_restore_the_global_switch(t
     """The encoder's LSTM runs on oneDNN's fused kernel or ATen's recurrence (whichever `lstm_kernels` measures
     faster): the ids must not depend on it, and `torch.backends.mkldnn.enabled` is left as the caller had it,
     even when the LSTM raises."""
-    model, feature_extractor = tiny
+    model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     inputs = feature_extractor([_audio(12.05, 4), _audio(3.0, 5)], sampling_rate=16000)
     assert torch.backends.mkldnn.enabled
     ids = {}
@@ -167,7 +162,7 @@ def test_both_cpu_lstm_kernels_give_the_same_ids_and_restore_the_global_switch(t
 
 
 def test_frame_counts_follow_the_original_token_budget(tiny):
-    model, feature_extractor = tiny
+    model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     # seconds -> frames at 100 tokens/s (spec table: 1.00 s -> 57 frames, 10.24 s -> 520, 12.05 s -> 608)
     for seconds, frames in [(1.0, 57), (10.24, 520), (12.05, 608)]:
         out = model.encode(**feature_extractor(np.full(int(round(seconds * 16000)), 0.1, np.float32) +
@@ -177,7 +172,7 @@ def test_frame_counts_follow_the_original_token_budget(tiny):
 
 
 def test_decode_batch_equals_items_alone_with_seeds(tiny):
-    model, _ = tiny
+    model = tiny
     generator = torch.Generator().manual_seed(5)
     codes = torch.stack([
         torch.randint(0, 64, (700,), generator=generator),
@@ -205,7 +200,7 @@ def test_decode_batch_equals_items_alone_with_seeds(tiny):
 def test_long_input_keeps_its_length_and_cross_fades_every_seam(tiny):
     """4 decode windows: the output has the original's length, and at every seam it runs from the previous
     window's own waveform into the next one's through the linear fade (no jump, gap or doubled audio)."""
-    model, _ = tiny
+    model = tiny
     frames_per_window = model.config.frames_per_window
     num_frames = 3 * frames_per_window + 100
     generator = torch.Generator().manual_seed(3)
@@ -219,8 +214,8 @@ def test_long_input_keeps_its_length_and_cross_fades_every_seam(tiny):
 
     with torch.inference_mode():  # every window decoded on its own, with the same noise stream
         conditioning = torch.cat([
-            build_conditioning(model.encoder.codes_to_features(codes[:, 0, a:b], codes[:, 1, a:b]),
-                               frames_per_window, model.encoder.positional_encoding)
+            build_conditioning(model.quantizer.codes_to_features(codes[:, 0, a:b], codes[:, 1, a:b]),
+                               frames_per_window, model.quantizer.positional_encoding)
             for a, b in windows
         ])
         latents = model.decoder.sample_latents(conditioning, num_inference_steps=2,
@@ -257,7 +252,7 @@ def test_forward_reconstructs_the_inputs_length(token_rate):
 
 
 def test_decode_rejects_bad_codes(tiny):
-    model, _ = tiny
+    model = tiny
     good = torch.zeros(1, 2, 60, dtype=torch.long)
     bad = good.clone()
     bad[0, 0, 7] = 64  # semantic vocab of the tiny model is 64
@@ -276,7 +271,7 @@ def test_decode_rejects_bad_codes(tiny):
 
 
 def test_encode_rejects_malformed_features(tiny):
-    model, _ = tiny
+    model = tiny
     with pytest.raises(ValueError, match="multiple of 1024"):
         model.encode(torch.zeros(1, 1000, 128))
     with pytest.raises(ValueError, match=r"\(batch, frames, 128\)"):

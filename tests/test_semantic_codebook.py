@@ -60,7 +60,7 @@ def test_codebook_has_the_asked_size_and_the_codec_encodes_with_it(corpus, tmp_p
 
         model = AutoModel.from_pretrained(output / f"model_vocab{vocab}").eval()
         assert model.config.semantic_vocab_size == vocab
-        torch.testing.assert_close(model.encoder.semantic_quantizer.centroids, torch.from_numpy(centroids))
+        torch.testing.assert_close(model.quantizer.semantic.centroids, torch.from_numpy(centroids))
         audio, rate = sf.read(str(corpus / "speech" / "clip0.wav"), dtype="float32")
         features = SemantiCodecFeatureExtractor()(audio, sampling_rate=rate)
         codes = model.encode(features["input_features"], num_samples=features["num_samples"]).audio_codes[0]
@@ -104,7 +104,7 @@ def test_tiny_token_rates_give_the_features_the_encoder_quantizes(corpus, tmp_pa
         codes = model.encode(inputs["input_features"], num_samples=inputs["num_samples"]).audio_codes[0, 0]
         frames = torch.from_numpy(features.clip_features(audio, rate, 0))
         assert frames.shape[1] == pooled
-        ids = model.encoder.semantic_quantizer(frames)
+        ids = model.quantizer.semantic(frames)
         n = min(len(ids), len(codes))
         assert n >= 10  # (the recipe drops what the encoder marks as padding: here the silent tail too)
         assert torch.equal(ids[:n], codes[:n]), (name, (ids[:n] != codes[:n]).sum())

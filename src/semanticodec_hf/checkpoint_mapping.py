@@ -18,15 +18,17 @@ from .configuration_semanticodec import SemantiCodecConfig
 # ------------------------------------------------------------------------------------------ encoder
 
 ENCODER_PREFIX = "encoder."
+QUANTIZER_PREFIX = "quantizer."
 
-# Original key prefix -> module key prefix (the module mirrors the original's sub-module layouts).
+# Original key prefix -> model key prefix (the modules mirror the original's sub-module layouts).
 _ENCODER_RENAMES = (
-    ("audiomae.model.", "audiomae."),  # AudioMAE ViT encoder: same names as the original (timm layout)
-    ("encoder_output_linear.", "output_linear."),  # LSTM output projection 4D -> D
-    ("encoder.", "lstm."),  # the original calls its bidirectional nn.LSTM `encoder`
+    ("audiomae.model.", "encoder.audiomae."),  # AudioMAE ViT encoder: same names as the original (timm layout)
+    ("encoder_output_linear.", "encoder.output_linear."),  # LSTM output projection 4D -> D
+    ("encoder.", "encoder.lstm."),  # the original calls its bidirectional nn.LSTM `encoder`
 )
-_ENCODER_CODEBOOK_KEY = "quantizer._codebook.embed"  # [1, K, D] (one VQ head) -> acoustic_quantizer.codebook [K, D]
-_ENCODER_CENTROIDS_KEY = "semantic_quantizer.centroids"  # from the separate k-means .npy, not encoder.ckpt
+_ENCODER_CODEBOOK_KEY = "quantizer._codebook.embed"  # [1, K, D] (one VQ head) -> quantizer.acoustic.codebook [K, D]
+_CODEBOOK_KEY = "quantizer.acoustic.codebook"
+_CENTROIDS_KEY = "quantizer.semantic.centroids"  # from the separate k-means .npy, not encoder.ckpt
 
 # Original keys that inference never reads, dropped on purpose:
 _ENCODER_DROPPED_PREFIXES = (
@@ -42,9 +44,9 @@ _FEATURE_DIM_TO_TOKEN_RATE = {768: 100, 1536: 50, 3072: 25}
 
 
 def _encoder_module_key(original_key: str) -> Optional[str]:
-    """Module key (without `encoder.`) of a used original key; None when the key is not known."""
+    """Model key (`encoder.*` or `quantizer.*`) of a used original key; None when the key is not known."""
     if original_key == _ENCODER_CODEBOOK_KEY:
-        return "acoustic_quantizer.codebook"
+        return _CODEBOOK_KEY
     for old, new in _ENCODER_RENAMES:
         if original_key.startswith(old):
             return new + original_key[len(old):]
@@ -53,7 +55,7 @@ def _encoder_module_key(original_key: str) -> Optional[str]:
 
 def _encoder_original_key(module_key: str) -> str:
     """Inverse of `_encoder_module_key`, to name missing keys the way the checkpoint spells them."""
-    if module_key == "acoustic_quantizer.codebook":
+    if module_key == _CODEBOOK_KEY:
         return _ENCODER_CODEBOOK_KEY
     for old, new in _ENCODER_RENAMES:
         if module_key.startswith(new):
@@ -62,12 +64,17 @@ def _encoder_original_key(module_key: str) -> str:
 
 
 def _encoder_target_shapes(config: SemantiCodecConfig) -> Dict[str, torch.Size]:
-    """Persistent state-dict shapes of `SemantiCodecEncoder(config)`, built on the meta device (no memory)."""
+    """Persistent state-dict shapes of the model's `encoder` and `quantizer`, with their prefixes, built on the
+    meta device (no memory)."""
     from .modeling_semanticodec_encoder import SemantiCodecEncoder
+    from .modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
+    shapes = {}
     with torch.device("meta"):
-        module = SemantiCodecEncoder(config)
-    return {key: value.shape for key, value in module.state_dict().items()}
+        for prefix, module in ((ENCODER_PREFIX, SemantiCodecEncoder(config)),
+                               (QUANTIZER_PREFIX, SemantiCodecQuantizer(config))):
+            shapes.update({prefix + key: value.shape for key, value in module.state_dict().items()})
+    return shapes
 
 
 def map_encoder_state_dict(
@@ -75,7 +82,8 @@ def map_encoder_state_dict(
     semantic_centroids: torch.Tensor,
     config: Optional[SemantiCodecConfig] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Original `encoder.ckpt` keys (+ the centroid array) -> model keys under `encoder.`.
+    """Original `encoder.ckpt` keys (+ the centroid array) -> model keys under `encoder.` (AudioMAE, LSTM,
+    projection) and `quantizer.` (the acoustic codebook `quantizer._codebook.embed` and the centroids).
 
     `semantic_centroids` is the k-means `.npy` content `[V, D]` (numpy array or tensor). Without `config`
     the variant is inferred from D (768/1536/3072 -> 100/50/25 tokens/s) and V from the centroid rows.
@@ -99,7 +107,7 @@ def map_encoder_state_dict(
         config = SemantiCodecConfig(token_rate=token_rate, semantic_vocab_size=int(centroids.shape[0]))
     targets = _encoder_target_shapes(config)
 
-    mapped: Dict[str, torch.Tensor] = {_ENCODER_CENTROIDS_KEY: centroids}
+    mapped: Dict[str, torch.Tensor] = {_CENTROIDS_KEY: centroids}
     unknown, mismatched = [], []
     for key, value in original.items():
         if key in _ENCODER_DROPPED_KEYS or key.startswith(_ENCODER_DROPPED_PREFIXES):
@@ -119,7 +127,7 @@ def map_encoder_state_dict(
         mapped[module_key] = value
     for module_key, value in mapped.items():
         if module_key in targets and tuple(value.shape) != tuple(targets[module_key]):
-            name = "semantic_centroids" if module_key == _ENCODER_CENTROIDS_KEY else _encoder_original_key(module_key)
+            name = "semantic_centroids" if module_key == _CENTROIDS_KEY else _encoder_original_key(module_key)
             mismatched.append(f"{name}: expected {list(targets[module_key])}, got {list(value.shape)}")
     missing = [_encoder_original_key(k) for k in targets if k not in mapped]
 
@@ -135,7 +143,7 @@ def map_encoder_state_dict(
             f"encoder checkpoint does not match token_rate={config.token_rate} (feature_dim {config.feature_dim}, "
             f"{config.lstm_num_layers} LSTM layers): " + "; ".join(problems)
         )
-    return {ENCODER_PREFIX + key: value for key, value in mapped.items()}
+    return mapped
 
 
 # ------------------------------------------------------------------------------------------ decoder

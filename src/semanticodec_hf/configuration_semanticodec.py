@@ -9,6 +9,21 @@ from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
+from .codec_timing import (
+    DECODE_WINDOW_OVERLAP,
+    PATCH_SIZE,
+    SAMPLING_RATE,
+    WINDOW_FRAMES,
+    decode_overlap_frames,
+    decode_overlap_samples,
+    fbank_hop_samples,
+    num_windows,
+    patch_samples,
+    reference_frame_count,
+    reference_output_samples,
+    stack_factor,
+    window_samples,
+)
 from .config_events import config_built
 
 PUBLISHED_TOKEN_RATES = (25, 50, 100)
@@ -63,7 +78,7 @@ def default_vocoder_config() -> dict:
     """Kwargs of `transformers.SpeechT5HifiGanConfig` equal to the original HiFi-GAN (64 mels, hop 160)."""
     return {
         "model_in_dim": 64,
-        "sampling_rate": 16000,
+        "sampling_rate": SAMPLING_RATE,
         "upsample_initial_channel": 1024,
         "upsample_rates": [5, 4, 2, 2, 2],
         "upsample_kernel_sizes": [16, 16, 8, 4, 4],
@@ -116,12 +131,12 @@ class SemantiCodecConfig(PretrainedConfig):
         token_rate: int = 100,
         semantic_vocab_size: int = 8192,
         acoustic_codebook_size: int = 8192,
-        sampling_rate: int = 16000,
+        sampling_rate: int = SAMPLING_RATE,
         num_mel_bins: int = 128,
         fbank_mean: float = -4.2677393,
         fbank_std: float = 4.5689974,
-        window_frames: int = 1024,
-        patch_size: int = 16,
+        window_frames: int = WINDOW_FRAMES,
+        patch_size: int = PATCH_SIZE,
         audiomae_hidden_size: int = 768,
         audiomae_num_layers: int = 12,
         audiomae_num_heads: int = 12,
@@ -147,7 +162,7 @@ class SemantiCodecConfig(PretrainedConfig):
         num_inference_steps: int = 50,
         guidance_scale: float = 2.0,
         ddim_eta: float = 1.0,
-        decode_window_overlap: float = 0.0625,
+        decode_window_overlap: float = DECODE_WINDOW_OVERLAP,
         semantic_codebook_file: Optional[str] = None,
         **kwargs: Any,
     ):
@@ -297,10 +312,6 @@ class SemantiCodecConfig(PretrainedConfig):
         return self.audiomae_hidden_size * self.pooling[0] * self.pooling[1]
 
     @property
-    def lstm_hidden_size(self) -> int:
-        return 2 * self.feature_dim
-
-    @property
     def conditioning_dim(self) -> int:
         """Width of the diffusion conditioning: [acoustic, semantic, position code]."""
         return 2 * self.feature_dim + self.positional_encoding_dim
@@ -310,15 +321,6 @@ class SemantiCodecConfig(PretrainedConfig):
         """Frames (semantic+acoustic id pairs) per 10.24 s window: 512 / 256 / 128."""
         grid_t, grid_f = self.patch_grid
         return (grid_t // self.pooling[0]) * (grid_f // self.pooling[1])
-
-    @property
-    def window_samples(self) -> int:
-        """Samples per 10.24 s window (fbank hop 10 ms)."""
-        return self.window_frames * self.sampling_rate // 100
-
-    @property
-    def window_seconds(self) -> float:
-        return self.window_samples / self.sampling_rate
 
     @property
     def frame_rate(self) -> float:
@@ -344,18 +346,93 @@ class SemantiCodecConfig(PretrainedConfig):
         return self.frame_rate * (self.semantic_bits + self.acoustic_bits)
 
     @property
+    def variant_name(self) -> str:
+        return f"semanticodec_tokenrate_{self.token_rate}_vocab_{self.semantic_vocab_size}"
+
+    # ------------------------------------------------------------------------------------ time arithmetic
+    # Samples <-> fbank frames <-> codec frames <-> windows. Every module asks the config (or, without one, the
+    # same `codec_timing` functions) rather than keeping its own 16000 / 160 / 2560 / 163840 / 10240.
+    @property
+    def fbank_hop_samples(self) -> int:
+        """Samples between consecutive fbank frames (160: 10 ms), the unit of every other length below."""
+        return fbank_hop_samples(self.sampling_rate)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per encoder window (163840: `window_frames` fbank frames, 10.24 s); inputs are padded to whole
+        windows, and decode windows hold `frames_per_window` frames of this much audio."""
+        return window_samples(self.window_frames, self.sampling_rate)
+
+    @property
+    def window_seconds(self) -> float:
+        """Duration of one window (10.24 s)."""
+        return self.window_samples / self.sampling_rate
+
+    @property
     def hop_length(self) -> int:
-        """Audio samples per frame (on average; frames are time-major over frequency groups)."""
+        """Audio samples per frame (320 / 640 / 1280; on average: frames are time-major over frequency groups)."""
         return self.window_samples // self.frames_per_window
+
+    @property
+    def patch_samples(self) -> int:
+        """Samples per AudioMAE time patch (2560: `patch_size` fbank frames, 0.16 s); the token budget rounds every
+        input up to whole patches."""
+        return patch_samples(self.patch_size, self.sampling_rate)
+
+    @property
+    def patch_seconds(self) -> float:
+        """Duration of one AudioMAE time patch (0.16 s)."""
+        return self.patch_samples / self.sampling_rate
+
+    @property
+    def min_num_samples(self) -> int:
+        """The shortest input the feature extractor accepts, in samples at `sampling_rate`: one patch (2560), since
+        the encoder needs at least one whole time patch."""
+        return self.patch_samples
 
     @property
     def stack_factor(self) -> float:
         """The original's K = 100 / token_rate (a float, as in the reference arithmetic)."""
-        return 100 / self.token_rate
+        return stack_factor(self.token_rate)
 
     @property
-    def variant_name(self) -> str:
-        return f"semanticodec_tokenrate_{self.token_rate}_vocab_{self.semantic_vocab_size}"
+    def decode_overlap_frames(self) -> int:
+        """Frames a decode window shares with the next: `int(frames_per_window * decode_window_overlap)` (32 / 16 /
+        8); `long_audio.decode_windows` starts windows every `frames_per_window - decode_overlap_frames` frames."""
+        return decode_overlap_frames(self.frames_per_window, self.decode_window_overlap)
+
+    @property
+    def decode_overlap_samples(self) -> int:
+        """Samples of the cross-fade between decoded windows (10240: 0.64 s): the audio of the overlap frames,
+        `decode_overlap_frames * window_samples // frames_per_window`. Derived from the same overlap as the window
+        split, so the cross-fade stays on the shared frames whatever `decode_window_overlap` is."""
+        return decode_overlap_samples(self.frames_per_window, self.decode_window_overlap, self.window_samples)
+
+    def num_windows(self, num_samples: int) -> int:
+        """Encoder windows for an input of `num_samples` (at `sampling_rate`): `N // window_samples + 1`; the
+        original always pads at least one sample, so an exact multiple of 10.24 s gains an empty window."""
+        return num_windows(num_samples, self.window_samples)
+
+    def frame_budget(self, num_samples: int) -> int:
+        """The original's token budget for `num_samples`: frames after rounding the duration up to a 0.16 s patch
+        with its float arithmetic (a whole extra patch at exact multiples, at times one frame more), before the
+        cap at whole windows. What the LM continuation targets; `num_frames` is what the encoder keeps."""
+        return reference_frame_count(
+            num_samples, self.token_rate, self.sampling_rate, self.patch_size, self.patch_grid[1]
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the encoder returns for an input of `num_samples`: the token budget (`frame_budget`), capped at
+        the frames of its `num_windows` windows (1.00 s -> 57 frames at 100 tokens/s, 10.24 s -> 520)."""
+        return min(self.frame_budget(num_samples), self.num_windows(num_samples) * self.frames_per_window)
+
+    def output_num_samples(self, num_frames: int) -> int:
+        """Samples the original's decode keeps for `num_frames` frames: `int(((T / 8) * 16 * 0.01 * K) * 16000)` in
+        double, truncated (the input length rounded up to the token budget; pass `num_samples` to `decode` to cut
+        back to the input's own length)."""
+        return reference_output_samples(
+            num_frames, self.token_rate, self.sampling_rate, self.patch_size, self.patch_grid[1]
+        )
 
 
 __all__ = ["SemantiCodecConfig", "PUBLISHED_TOKEN_RATES", "PUBLISHED_SEMANTIC_VOCAB_SIZES"]

@@ -8,8 +8,7 @@ longest are padded with whole windows, flagged by `input_features_mask`.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterator, Sequence, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,22 +16,22 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
-from .kaldi_fbank import (
-    FBANK_MEAN,
-    FBANK_STD,
-    NUM_MEL_BINS,
+from .codec_timing import (
+    PATCH_SIZE,
     SAMPLING_RATE,
     WINDOW_FRAMES,
     WINDOW_SAMPLES,
-    extract_fbank,
-    iter_normalised_fbank,
+    num_windows,
+    padded_min_samples,
+    patch_samples,
+    window_samples,
 )
+from .codec_timing import reference_frame_count as _reference_frame_count
+from .kaldi_fbank import FBANK_MEAN, FBANK_STD, NUM_MEL_BINS, extract_fbank, iter_normalised_fbank
 from .resampling import RESAMPLERS, resample
 
 logger = logging.get_logger(__name__)
 
-PATCH_SAMPLES = 2560  # one AudioMAE time patch (0.16 s, 16 fbank frames): the shortest encodable input
-PATCH_SECONDS = 0.16
 MAX_CHANNELS = 16  # above this, a 2-D item with few columns is taken to be channels-last
 
 # Integer PCM -> float in [-1, 1]: (offset, scale), value = (x - offset) / scale (as WAV readers do).
@@ -47,28 +46,23 @@ MONO_RULES = ("first", "mean")
 
 
 def reference_frame_count(num_samples: int, token_rate: int) -> int:
-    """Frames (semantic + acoustic id pairs) the reference keeps for `num_samples` at 16 kHz.
+    """Frames (semantic + acoustic id pairs) the reference keeps for `num_samples` at 16 kHz, before the cap at
+    whole windows: the published geometry's `SemantiCodecConfig.frame_budget` (see `codec_timing`).
 
     Reproduces the original float arithmetic on purpose (e.g. 1.00 s -> 57 frames at 100 tokens/s,
     10.24 s -> 520): the duration is "rounded up" to 0.16 s with a float modulo, which sometimes adds
     a whole patch and sometimes one extra frame. Token counts must match the reference's.
     """
-    if token_rate <= 0:
-        raise ValueError(f"`token_rate` must be positive, got {token_rate}.")
-    stack_factor = 100 / token_rate
-    duration = num_samples / SAMPLING_RATE
-    duration = duration + (PATCH_SECONDS - duration % PATCH_SECONDS)
-    target = 8 * duration / PATCH_SECONDS / stack_factor
-    return math.ceil(target)
+    return _reference_frame_count(num_samples, token_rate)
 
 
 def reference_num_windows(num_samples: int) -> int:
-    """10.24 s encoder windows for `num_samples` at 16 kHz: `N // 163840 + 1`.
+    """10.24 s encoder windows for `num_samples` at 16 kHz: `N // 163840 + 1` (`SemantiCodecConfig.num_windows`).
 
     The reference always pads at least one sample, so an exact multiple of 10.24 s gains a whole
     empty window (it changes the last window's ids, so it is reproduced).
     """
-    return num_samples // WINDOW_SAMPLES + 1
+    return num_windows(num_samples, WINDOW_SAMPLES)
 
 
 def _check_sampling_rate(sampling_rate: Any) -> int:
@@ -177,6 +171,22 @@ def _to_float_channels(item: Any, index: int) -> torch.Tensor:
     return item
 
 
+def batch_features(items: Sequence[Any], padding_value: float = 0.0) -> Dict[str, torch.Tensor]:
+    """Feature dicts of single items (the extractor's `return_tensors="pt"` output for one item each) -> one batch:
+    `input_features` `[B, frames_max, bins]` padded with `padding_value`, `input_features_mask` padded with 0,
+    `num_samples` `[B]`. The one feature batching of the package (the tokenizer and the command line use it)."""
+    longest = max(int(item["input_features"].shape[1]) for item in items)
+    bins = int(items[0]["input_features"].shape[-1])
+    features = torch.full((len(items), longest, bins), float(padding_value))
+    mask = torch.zeros(len(items), longest, dtype=torch.long)
+    for row, item in enumerate(items):
+        frames = int(item["input_features"].shape[1])
+        features[row, :frames] = item["input_features"][0]
+        mask[row, :frames] = item["input_features_mask"][0]
+    num_samples = torch.cat([torch.as_tensor(item["num_samples"]).reshape(-1) for item in items])
+    return {"input_features": features, "input_features_mask": mask, "num_samples": num_samples}
+
+
 class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns raw audio into the normalised 128-bin Kaldi fbank that the SemantiCodec encoder reads, in
@@ -227,17 +237,40 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         self.resampler = resampler
         self.mono = mono
 
+    # Lengths follow from the saved `sampling_rate` and `window_frames` through the same `codec_timing` functions
+    # as `SemantiCodecConfig`'s properties of the same names (the extractor has no config).
+    @property
+    def window_samples(self) -> int:
+        """Samples per encoder window (163840, 10.24 s): every item is zero-padded to whole windows."""
+        return window_samples(self.window_frames, self.sampling_rate)
+
+    @property
+    def min_num_samples(self) -> int:
+        """The shortest item accepted, in samples after resampling: one AudioMAE time patch (2560, 0.16 s)."""
+        return patch_samples(PATCH_SIZE, self.sampling_rate)
+
+    def padded_min_samples(self, sampling_rate: int) -> int:
+        """Length at `sampling_rate` that a too-short clip must be zero-padded to for this extractor to accept it:
+        one patch plus a margin sample for the resampler's rounding (2561 at 16 kHz)."""
+        return padded_min_samples(sampling_rate, self.sampling_rate, PATCH_SIZE)
+
+    def num_windows(self, num_samples: int) -> int:
+        """Windows of an item of `num_samples` (after resampling): `N // window_samples + 1`, as the original pads
+        at least one sample."""
+        return num_windows(num_samples, self.window_samples)
+
     def _prepare_waveform(self, item: Any, index: int, sampling_rate: int, device: torch.device) -> torch.Tensor:
         """Validated mono 16 kHz float32 signal `[N]` of one item (resample all channels, then mono)."""
         channels = _to_float_channels(item, index).to(device)
         if sampling_rate != self.sampling_rate:
             channels = resample(channels, sampling_rate, self.sampling_rate, method=self.resampler)
         waveform = channels[0] if self.mono == "first" else channels.mean(dim=0)
-        if waveform.shape[-1] < PATCH_SAMPLES:
+        minimum = self.min_num_samples
+        if waveform.shape[-1] < minimum:
             raise ValueError(
                 f"Audio item {index} lasts {waveform.shape[-1] / self.sampling_rate:.4f} s at {self.sampling_rate} Hz "
-                f"({waveform.shape[-1]} samples); SemantiCodec needs at least one {PATCH_SECONDS} s AudioMAE patch "
-                f"({PATCH_SAMPLES} samples at {self.sampling_rate} Hz). Pad it with zeros if needed."
+                f"({waveform.shape[-1]} samples); SemantiCodec needs at least one {minimum / self.sampling_rate} s "
+                f"AudioMAE patch ({minimum} samples at {self.sampling_rate} Hz). Pad it with zeros if needed."
             )
         if not bool(waveform.any()):
             logger.warning(
@@ -260,7 +293,7 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         """
         waveform = self.to_mono_16k(audio, sampling_rate)
         num_samples = int(waveform.shape[-1])
-        padded = torch.zeros(1, reference_num_windows(num_samples) * WINDOW_SAMPLES)
+        padded = torch.zeros(1, self.num_windows(num_samples) * self.window_samples)
         padded[0, :num_samples] = waveform
         del waveform
         return num_samples, iter_normalised_fbank(padded, mean=self.fbank_mean, std=self.fbank_std)
@@ -300,7 +333,7 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
             for index, item in enumerate(_split_batch(raw_audio))
         ]
         num_samples = [w.shape[-1] for w in waveforms]
-        windows = [reference_num_windows(n) for n in num_samples]
+        windows = [self.num_windows(n) for n in num_samples]
         max_frames = self.window_frames * max(windows)
 
         features = torch.full((len(waveforms), max_frames, self.feature_size), float(self.padding_value))
@@ -308,7 +341,7 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         # Each item gets its own fbank call: MKL may pick other kernels for other batch sizes (notably with
         # MKL_CBWR=COMPATIBLE), so computing items alone is what guarantees batch == alone bit for bit.
         for i, (waveform, count) in enumerate(zip(waveforms, windows)):
-            padded = torch.zeros(1, count * WINDOW_SAMPLES, device=device)
+            padded = torch.zeros(1, count * self.window_samples, device=device)
             padded[0, : num_samples[i]] = waveform
             fbank = extract_fbank(padded, mean=self.fbank_mean, std=self.fbank_std).cpu()[0]
             features[i, : fbank.shape[0]] = fbank

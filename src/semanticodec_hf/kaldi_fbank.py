@@ -20,15 +20,14 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-SAMPLING_RATE = 16000
+from .codec_timing import FBANK_HOP_SAMPLES, SAMPLING_RATE, WINDOW_FRAMES, WINDOW_SAMPLES
+
 FRAME_LENGTH = 400  # 25 ms
-FRAME_SHIFT = 160  # 10 ms
+FRAME_SHIFT = FBANK_HOP_SAMPLES  # 10 ms
 FFT_LENGTH = 512  # frame length rounded up to a power of two
 NUM_MEL_BINS = 128
 LOW_FREQ = 20.0
 PREEMPHASIS = 0.97
-WINDOW_FRAMES = 1024  # fbank frames per 10.24 s encoder window
-WINDOW_SAMPLES = 163840  # samples per 10.24 s encoder window
 FBANK_MEAN = -4.2677393  # AudioSet statistics used by AudioMAE
 FBANK_STD = 4.5689974
 # Signals longer than this many fbank frames (16 windows, ~2.7 min) are processed in blocks of it: the frame

@@ -3,19 +3,23 @@
 The numbers follow the original bit for bit (spec section 13), including its drift: a decoded window is
 163872 samples (160 x 1024 + 32) while windows start every `W - overlap` frames, so each later window lands
 32 samples later than its codes' time, and the 10240-sample cross-fade includes those 32 samples.
+
+The window split and the cross-fade must use the same overlap: the codec takes both from its config
+(`decode_windows(num_frames, config)` and `config.decode_overlap_samples`); the lengths come from `codec_timing`.
 """
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import torch
 
-SAMPLING_RATE = 16000
-WINDOW_SECONDS = 10.24
-DEFAULT_OVERLAP_RATIO = 0.0625
-# int(10.24 * 0.0625 * 16000): the 0.64 s cross-fade of the original, in samples.
-DEFAULT_OVERLAP_SAMPLES = int(WINDOW_SECONDS * DEFAULT_OVERLAP_RATIO * SAMPLING_RATE)
+from .codec_timing import DECODE_OVERLAP_SAMPLES, DECODE_WINDOW_OVERLAP, SAMPLING_RATE, decode_overlap_frames
+from .codec_timing import reference_output_samples as _reference_output_samples
+
+# The published model's settings (`SemantiCodecConfig` defaults), for callers without a config.
+DEFAULT_OVERLAP_RATIO = DECODE_WINDOW_OVERLAP
+DEFAULT_OVERLAP_SAMPLES = DECODE_OVERLAP_SAMPLES  # 10240: the 0.64 s cross-fade of the original
 
 
 def split_into_windows(
@@ -29,7 +33,7 @@ def split_into_windows(
     """
     if num_frames < 0 or frames_per_window < 1:
         raise ValueError(f"need num_frames >= 0 and frames_per_window >= 1, got {num_frames}, {frames_per_window}.")
-    overlap = int(frames_per_window * overlap_ratio)
+    overlap = decode_overlap_frames(frames_per_window, overlap_ratio)
     if not 0 <= overlap < frames_per_window:
         raise ValueError(
             f"overlap_ratio={overlap_ratio} gives {overlap} overlap frames for {frames_per_window}-frame windows."
@@ -41,6 +45,12 @@ def split_into_windows(
     if num_frames - start > 0:
         windows.append((start, num_frames))
     return windows
+
+
+def decode_windows(num_frames: int, config: Any) -> List[Tuple[int, int]]:
+    """`split_into_windows` with a `SemantiCodecConfig`'s window length and `decode_window_overlap`: the windows
+    `decode` and `decode_stream` run, which `config.decode_overlap_samples` cross-fades."""
+    return split_into_windows(num_frames, config.frames_per_window, config.decode_window_overlap)
 
 
 def linear_ramp(num: int, start: float, stop: float, device=None) -> torch.Tensor:
@@ -62,7 +72,7 @@ class StreamingOverlapAdd:
     dtype), summed, then the rest of the window appended.
     """
 
-    def __init__(self, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES):
+    def __init__(self, overlap_samples: int):
         self.overlap = int(overlap_samples)
         self.tail: torch.Tensor = None
         self._ramps = None
@@ -92,9 +102,10 @@ class StreamingOverlapAdd:
         return tail if tail is not None else torch.zeros(0)
 
 
-def overlap_add(windows: torch.Tensor, overlap_samples: int = DEFAULT_OVERLAP_SAMPLES) -> torch.Tensor:
+def overlap_add(windows: torch.Tensor, overlap_samples: int) -> torch.Tensor:
     """Join waveforms `[n, L]` (one per decode window) into `[L + (n - 1) (L - overlap)]` with the original's
-    linear cross-fade (see `StreamingOverlapAdd`, which does the same one window at a time)."""
+    linear cross-fade (see `StreamingOverlapAdd`, which does the same one window at a time). The codec passes
+    `config.decode_overlap_samples`, the audio of the frames its windows share."""
     if windows.ndim != 2 or windows.shape[0] == 0:
         raise ValueError(f"windows must be [n >= 1, samples], got {list(windows.shape)}.")
     if windows.shape[0] == 1 or overlap_samples <= 0:
@@ -105,15 +116,15 @@ def overlap_add(windows: torch.Tensor, overlap_samples: int = DEFAULT_OVERLAP_SA
 
 def reference_output_samples(num_frames: int, token_rate: int, sampling_rate: int = SAMPLING_RATE) -> int:
     """Samples the original keeps for `num_frames` frames: `int(((T / 8) * 16 * 0.01 * K) * 16000)`, evaluated
-    left to right in double and truncated (K = 100 / token_rate)."""
-    stack_factor = 100 / token_rate
-    return int(((num_frames / 8) * 16 * 0.01 * stack_factor) * sampling_rate)
+    left to right in double and truncated (K = 100 / token_rate); `SemantiCodecConfig.output_num_samples`."""
+    return _reference_output_samples(num_frames, token_rate, sampling_rate)
 
 
 __all__ = [
     "StreamingOverlapAdd",
     "DEFAULT_OVERLAP_RATIO",
     "DEFAULT_OVERLAP_SAMPLES",
+    "decode_windows",
     "split_into_windows",
     "linear_ramp",
     "overlap_add",

@@ -1,13 +1,14 @@
-"""SemantiCodecModel: the full codec (encoder + latent-diffusion decoder) as a transformers model.
+"""SemantiCodecModel: the full codec (encoder + quantizer + latent-diffusion decoder) as a transformers model.
 
-The heavy parts live in their own modules (`modeling_semanticodec_encoder`,
-`modeling_semanticodec_decoder`); this file batches windows of many items through them and keeps
-every per-item quirk of the original (token budget, window split, cross-fade, trim).
+The parts live in their own modules, as `encoder`, `quantizer` and `decoder` (`modeling_semanticodec_encoder`,
+`modeling_semanticodec_quantizer`, `modeling_semanticodec_decoder`); this file batches windows of many items
+through them and keeps every per-item quirk of the original (token budget, window split, cross-fade, trim).
 """
 
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -15,12 +16,11 @@ import torch
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, logging
 
-from .conditioning import build_conditioning
 from .configuration_semanticodec import SemantiCodecConfig
-from .feature_extraction_semanticodec import reference_frame_count, reference_num_windows
-from .long_audio import StreamingOverlapAdd, overlap_add, reference_output_samples, split_into_windows
+from .long_audio import StreamingOverlapAdd, decode_windows, overlap_add
 from .modeling_semanticodec_decoder import SemantiCodecDecoder
 from .modeling_semanticodec_encoder import SemantiCodecEncoder
+from .modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
 logger = logging.get_logger(__name__)
 
@@ -126,9 +126,9 @@ _TINY_CROSS_ATTENTION_GAIN = 8.0
 @torch.no_grad()
 def _spread_random_weights(model: "SemantiCodecModel") -> None:
     """Re-draw a random model's weights so that ids vary and decoded audio is audible (see `tiny`)."""
-    encoder, decoder = model.encoder, model.decoder
-    encoder.semantic_quantizer.centroids.normal_(0, 0.5)
-    encoder.acoustic_quantizer.codebook.normal_(0, 0.05)
+    quantizer, decoder = model.quantizer, model.decoder
+    quantizer.semantic.centroids.normal_(0, 0.5)
+    quantizer.acoustic.codebook.normal_(0, 0.05)
     for module in list(decoder.unet.modules()) + list(decoder.vae.modules()):
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.reset_parameters()
@@ -140,11 +140,43 @@ def _spread_random_weights(model: "SemantiCodecModel") -> None:
             parameter.normal_(0, parameter[0].numel() ** -0.5)
 
 
+# State-dict keys that were renamed, old -> new. The codebooks moved out of the encoder into `quantizer`; folders saved
+# before (and training checkpoints) still load: `from_pretrained` renames them through transformers' `key_mapping`,
+# `load_state_dict` in `_load_from_state_dict`. Saving always writes the new keys.
+RENAMED_STATE_DICT_KEYS = {
+    "encoder.semantic_quantizer.centroids": "quantizer.semantic.centroids",
+    "encoder.acoustic_quantizer.codebook": "quantizer.acoustic.codebook",
+}
+
+
 class SemantiCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     config_class = SemantiCodecConfig
     base_model_prefix = "semanticodec"
     main_input_name = "input_features"
     supports_gradient_checkpointing = False
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, key_mapping: Optional[dict] = None, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, also for folders saved with old state-dict keys
+        (`RENAMED_STATE_DICT_KEYS`); a `key_mapping` given here is applied as well."""
+        renames = {"^" + re.escape(old): new for old, new in RENAMED_STATE_DICT_KEYS.items()}  # up to a name boundary
+        loaded = super().from_pretrained(*args, key_mapping={**renames, **(key_mapping or {})}, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # transformers keeps the renames it used to undo them in `save_pretrained` (re-saving in the loaded layout);
+        # drop ours, so that a folder with old keys is re-saved with the new ones.
+        used = getattr(model, "_weight_conversions", None)
+        if used:
+            model._weight_conversions = [c for c in used if getattr(c, "_original_source_patterns", None) is None
+                                         or not set(c._original_source_patterns) <= set(renames)]
+        return loaded
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # `load_state_dict` (e.g. resuming a training checkpoint) of a state dict with old keys; runs before the
+        # sub-modules read their entries, and only on torch's copy of the caller's dict.
+        for old, new in RENAMED_STATE_DICT_KEYS.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         # Modules with values computed from the config (position codes, diffusion schedule) rebuild them here,
@@ -161,6 +193,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
     def __init__(self, config: SemantiCodecConfig):
         super().__init__(config)
         self.encoder = SemantiCodecEncoder(config)
+        self.quantizer = SemantiCodecQuantizer(config)
         self.decoder = SemantiCodecDecoder(config)
         self.post_init()
 
@@ -208,7 +241,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         if input_features_mask is not None:
             counts = input_features_mask.reshape(batch, -1, window_frames)[..., 0].sum(-1).long()
         elif num_samples is not None:
-            counts = torch.tensor([reference_num_windows(int(n)) for n in num_samples], dtype=torch.long)
+            counts = torch.tensor([self.config.num_windows(int(n)) for n in num_samples], dtype=torch.long)
         else:
             counts = torch.full((batch,), frames // window_frames, dtype=torch.long)
         return counts.cpu()
@@ -234,10 +267,13 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 f"input_features contains {int((~torch.isfinite(input_features)).sum())} NaN/Inf values; they would "
                 "turn into arbitrary codes. Compute features from clean audio with SemantiCodecFeatureExtractor."
             )
-        encoder_dtype = self.encoder.semantic_quantizer.centroids.dtype
-        if encoder_dtype != torch.float32:
+        # The encoder's networks and the codebooks the ids are chosen from (either may have been cast alone).
+        quantizer = self.quantizer
+        weights = (self.encoder.output_linear.weight, quantizer.semantic.centroids, quantizer.acoustic.codebook)
+        wrong_dtypes = [t.dtype for t in weights if t.dtype != torch.float32]
+        if wrong_dtypes:
             raise ValueError(
-                f"The encoder's weights are {encoder_dtype}; the codes are only the original's in float32 (the "
+                f"The encoder's weights are {wrong_dtypes[0]}; the codes are only the original's in float32 (the "
                 "nearest-centroid and VQ choices are decided by tiny distance differences). Load the model without "
                 "`torch_dtype` and speed up decoding with `model.set_decoder_dtype('bfloat16')` instead."
             )
@@ -276,7 +312,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         semantic, acoustic, conditioning = [], [], []
         chunk = max_batch_size or min(flat.shape[0], DEFAULT_MAX_WINDOWS_PER_CALL)
         for start in range(0, flat.shape[0], chunk):
-            out = self.encoder(flat[start : start + chunk], return_conditioning=return_conditioning)
+            out = self.encoder(flat[start : start + chunk], quantizer=self.quantizer,
+                               return_conditioning=return_conditioning)
             semantic.append(out.semantic_ids)
             acoustic.append(out.acoustic_ids)
             if return_conditioning:
@@ -286,7 +323,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
 
         if num_samples is not None:
             lengths = torch.tensor(
-                [min(reference_frame_count(int(n), config.token_rate), int(c) * frames_per_window)
+                [min(config.frame_budget(int(n)), int(c) * frames_per_window)
                  for n, c in zip(num_samples, counts)],
                 dtype=torch.long,
             )
@@ -331,8 +368,8 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         equal `encode(**feature_extractor(audio))` bit for bit. Returns the batch-of-one `encode` output.
         """
         config = self.config
-        window_frames, frames_per_window = config.window_frames, config.frames_per_window
-        expected_windows = reference_num_windows(int(num_samples))
+        window_frames = config.window_frames
+        expected_windows = config.num_windows(int(num_samples))
         _check_positive("max_batch_size", max_batch_size, "number of windows")
         chunk = int(max_batch_size or DEFAULT_MAX_WINDOWS_PER_CALL)
         semantic, acoustic, pending, seen = [], [], [], 0
@@ -343,7 +380,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
             bar = tqdm(total=expected_windows, desc="encode", unit="window")
 
         def run(windows: torch.Tensor) -> None:
-            out = self.encoder(windows.to(self.device))
+            out = self.encoder(windows.to(self.device), quantizer=self.quantizer)
             semantic.append(out.semantic_ids.reshape(-1))
             acoustic.append(out.acoustic_ids.reshape(-1))
             if bar is not None:
@@ -368,7 +405,7 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
                 f"The feature blocks hold {seen} windows but num_samples={num_samples} needs {expected_windows} windows; "
                 "pass the blocks and num_samples that SemantiCodecFeatureExtractor.iter_features returned together."
             )
-        length = min(reference_frame_count(int(num_samples), config.token_rate), seen * frames_per_window)
+        length = config.num_frames(int(num_samples))  # seen == expected_windows (checked above)
         audio_codes = torch.stack([torch.cat(semantic)[:length], torch.cat(acoustic)[:length]]).unsqueeze(0)
         device = audio_codes.device
         return SemantiCodecEncoderOutput(
@@ -493,18 +530,15 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
 
         device = self.decoder.scale_factor.device
         audio_codes = audio_codes.to(device)
-        frames_per_window = config.frames_per_window
-        window_features, window_owner, window_generators = [], [], []
+        window_conditioning, window_owner, window_generators = [], [], []
         for item in range(batch):
-            for start, end in split_into_windows(int(lengths[item]), frames_per_window, config.decode_window_overlap):
+            for start, end in decode_windows(int(lengths[item]), config):
                 codes = audio_codes[item, :, start:end]
-                window_features.append(self.encoder.codes_to_features(codes[0][None], codes[1][None]))
+                window_conditioning.append(self.quantizer.codes_to_conditioning(codes[0][None], codes[1][None]))
                 window_owner.append(item)
                 if item_generators is not None:
                     window_generators.append(item_generators[item])
-        conditioning = torch.cat(
-            [build_conditioning(f, frames_per_window, self.encoder.positional_encoding) for f in window_features]
-        )
+        conditioning = torch.cat(window_conditioning)
         if max_batch_size is None and conditioning.shape[0] > DEFAULT_MAX_WINDOWS_PER_CALL:
             max_batch_size = DEFAULT_MAX_WINDOWS_PER_CALL
         latents = self.decoder.sample_latents(
@@ -521,13 +555,13 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         waves = self.decoder.mel_to_waveform(self.decoder.latents_to_mel(latents, max_batch_size=max_batch_size),
                                              max_batch_size=max_batch_size)
 
-        keep = [reference_output_samples(int(n), config.token_rate) for n in lengths]
+        keep = [config.output_num_samples(int(n)) for n in lengths]
         if requested is not None:
             keep = [min(k, n) for k, n in zip(keep, requested)]
         owner = torch.tensor(window_owner)
         outputs = []
         for item in range(batch):
-            outputs.append(overlap_add(waves[owner == item])[: keep[item]])
+            outputs.append(overlap_add(waves[owner == item], config.decode_overlap_samples)[: keep[item]])
         out_lengths = torch.tensor([len(w) for w in outputs], dtype=torch.long)
         audio_values = waves.new_zeros(batch, 1, int(out_lengths.max()))
         for item, wave in enumerate(outputs):
@@ -569,21 +603,19 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         steps, guidance, eta = self._sampling_settings(num_inference_steps, guidance_scale, eta)
         generators = self._per_item_generators(generator, seed, 1)
         item_generator = generators[0] if generators is not None else None
-        keep = reference_output_samples(frames, config.token_rate)
+        keep = config.output_num_samples(frames)
         if num_samples is not None:
             keep = min(keep, _sample_count(num_samples, ""))
 
         device = self.decoder.scale_factor.device
         codes = audio_codes.to(device)
-        windows = split_into_windows(frames, config.frames_per_window, config.decode_window_overlap)
-        joiner, emitted = StreamingOverlapAdd(), 0
+        windows = decode_windows(frames, config)
+        joiner, emitted = StreamingOverlapAdd(config.decode_overlap_samples), 0
         for first in range(0, len(windows), int(windows_per_chunk)):
             chunk = windows[first:first + int(windows_per_chunk)]
-            conditioning = torch.cat([
-                build_conditioning(self.encoder.codes_to_features(codes[0, a:b][None], codes[1, a:b][None]),
-                                   config.frames_per_window, self.encoder.positional_encoding)
-                for a, b in chunk
-            ])
+            conditioning = torch.cat(
+                [self.quantizer.codes_to_conditioning(codes[0, a:b][None], codes[1, a:b][None]) for a, b in chunk]
+            )
             latents = self.decoder.sample_latents(
                 conditioning, num_inference_steps=steps, guidance_scale=guidance, eta=eta, sampler=sampler,
                 generator=[item_generator] * len(chunk) if item_generator is not None else None,

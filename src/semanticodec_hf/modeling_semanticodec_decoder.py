@@ -16,9 +16,14 @@ import torch
 from diffusers import (
     AudioLDM2UNet2DConditionModel,
     AutoencoderKL,
+    ConfigMixin,
     DPMSolverMultistepScheduler,
+    SchedulerMixin,
     UniPCMultistepScheduler,
 )
+from diffusers.configuration_utils import register_to_config
+from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -168,6 +173,93 @@ def ddim_sampling_parameters(
     one_minus_alphas = (1 - alphas).double()  # rounded in float32 first, as in the original
     sigmas = eta * torch.sqrt((1 - alphas_prev) / one_minus_alphas * (1 - alphas.double() / alphas_prev))
     return {"alphas_prev": alphas_prev.float().flip(0), "sigmas": sigmas.float().flip(0)}
+
+
+class ReferenceDDIMScheduler(SchedulerMixin, ConfigMixin):
+    """The original's DDIM sampler (v-prediction), with the `set_timesteps` / `step` interface of diffusers'
+    schedulers so that one loop drives it and the diffusers solvers.
+
+    Written out rather than configured from diffusers' `DDIMScheduler`, which takes sigma and sqrt(alpha) in
+    float32 (the original: float64 / float64-derived buffers, ~1e-6 apart) and needs its timestep list patched
+    whenever S does not divide 1000. Here, as in the original:
+
+    - `set_timesteps(S)`: the original's "uniform" timesteps (`reference_ddim_timesteps`: more than S steps when
+      S does not divide T; `ValueError` for the counts that crash the original) and, per step, `alpha_prev` and
+      `sigma` computed in float64 and rounded to float32 once (`ddim_sampling_parameters`, with `eta` from the
+      config);
+    - `step`: `eps = A v + S x`, `x0 = A x - S v` with A, S the float32 schedule buffers at t, then
+      `x = sqrt(alpha_prev) x0 + sqrt(1 - alpha_prev - sigma^2) eps + sigma n`. It uses one noise draw `n` at
+      every step, the last one included and whatever `eta` is (`draws_noise_every_step`): pass it as
+      `variance_noise`, or it is drawn from `generator`.
+    """
+
+    order = 1
+    init_noise_sigma = 1.0
+    draws_noise_every_step = True
+
+    @register_to_config
+    def __init__(
+        self, num_train_timesteps: int = 1000, beta_start: float = 0.0015, beta_end: float = 0.0195, eta: float = 1.0
+    ):
+        schedule = diffusion_schedule(num_train_timesteps, beta_start, beta_end)
+        self.alphas_cumprod = schedule["alphas_cumprod"]
+        self.sqrt_alphas_cumprod = schedule["sqrt_alphas_cumprod"]
+        self.sqrt_one_minus_alphas_cumprod = schedule["sqrt_one_minus_alphas_cumprod"]
+        self.num_inference_steps: Optional[int] = None
+        self.timesteps: Optional[torch.LongTensor] = None
+        self.alphas_prev: Optional[torch.Tensor] = None
+        self.sigmas: Optional[torch.Tensor] = None
+        self._step_index_of: Dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    def set_timesteps(self, num_inference_steps: int, device: Union[str, torch.device, None] = None) -> None:
+        """The original's timesteps for `num_inference_steps` (descending) and their DDIM parameters."""
+        timesteps = reference_ddim_timesteps(num_inference_steps, self.config.num_train_timesteps)
+        params = ddim_sampling_parameters(self.alphas_cumprod, timesteps, self.config.eta)
+        self.num_inference_steps = int(num_inference_steps)
+        self.timesteps = timesteps.to(device)
+        self.alphas_prev = params["alphas_prev"].to(device)
+        self.sigmas = params["sigmas"].to(device)
+        self.sqrt_alphas_cumprod = self.sqrt_alphas_cumprod.to(device)
+        self.sqrt_one_minus_alphas_cumprod = self.sqrt_one_minus_alphas_cumprod.to(device)
+        self._step_index_of = {t: i for i, t in enumerate(timesteps.tolist())}
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Union[int, torch.Tensor, None] = None) -> torch.Tensor:
+        return sample
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[int, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        variance_noise: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
+    ) -> Union[DDIMSchedulerOutput, tuple]:
+        """One DDIM step from `sample` (x_t) with the v-prediction `model_output` at `timestep` (one of
+        `self.timesteps`). Returns x_{t_prev} and the predicted x0 (`DDIMSchedulerOutput`, or a tuple)."""
+        if self.timesteps is None:
+            raise ValueError("Call `set_timesteps(num_inference_steps)` before `step`.")
+        t = int(timestep)
+        index = self._step_index_of.get(t)
+        if index is None:
+            raise ValueError(f"timestep {t} is not one of this schedule's timesteps {self.timesteps.tolist()}.")
+        sqrt_alpha = self.sqrt_alphas_cumprod[t].to(sample.device)
+        sqrt_one_minus_alpha = self.sqrt_one_minus_alphas_cumprod[t].to(sample.device)
+        eps = sqrt_alpha * model_output + sqrt_one_minus_alpha * sample
+        x0 = sqrt_alpha * sample - sqrt_one_minus_alpha * model_output
+        alpha_prev = self.alphas_prev[index].to(sample.device)
+        sigma = self.sigmas[index].to(sample.device)
+        if variance_noise is None:
+            variance_noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
+                                          dtype=model_output.dtype)
+        direction = (1.0 - alpha_prev - sigma**2).sqrt() * eps
+        prev_sample = alpha_prev.sqrt() * x0 + direction + sigma * variance_noise
+        if not return_dict:
+            return (prev_sample, x0)
+        return DDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
 
 # ------------------------------------------------------------------------------------------------ noise
@@ -423,11 +515,10 @@ class SemantiCodecDecoder(nn.Module):
         # Cast once: the UNet sees this very tensor at every step, so its cross-attention projections are cached.
         context = context.to(self.network_dtype)
 
-        if sampler == "ddim":
-            timesteps = reference_ddim_timesteps(num_inference_steps, self.config.num_train_timesteps)
-            draws = 1 + len(timesteps)
-        else:
-            timesteps, draws = None, 1
+        # Before any noise is drawn: the step count is checked here (DDIM rejects the original's crashing counts).
+        scheduler = self._make_scheduler(sampler, eta)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        draws = 1 + (len(scheduler.timesteps) if getattr(scheduler, "draws_noise_every_step", False) else 0)
         source = _WindowNoise(num_windows, draws, self.latent_shape, device, generator=generator, noise=noise)
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -436,68 +527,49 @@ class SemantiCodecDecoder(nn.Module):
         channels_last = _channels_last_plan(device, self.network_dtype)["unet"]
         with cache_cross_attention_context(self.unet), channels_last_convolutions(self.unet, conv1d=False,
                                                                                    conv2d=channels_last):
-            if sampler == "ddim":
-                return self._ddim_loop(guided, source, timesteps, eta, progress)
-            return self._diffusers_loop(guided, source, sampler, num_inference_steps, progress)
+            return self._sample_loop(guided, scheduler, source, progress, desc="DDIM" if sampler == "ddim" else sampler)
 
-    def _ddim_loop(
-        self,
-        guided: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        source: _WindowNoise,
-        timesteps: torch.LongTensor,
-        eta: float,
-        progress: bool,
-    ) -> torch.Tensor:
-        """The original DDIM step (v-prediction), written out rather than via diffusers' DDIMScheduler, which takes
-        sigma and sqrt(alpha) in float32 (the reference: float64 / float64-derived buffers, ~1e-6 apart) and needs
-        its timestep list patched whenever S does not divide 1000."""
-        params = ddim_sampling_parameters(self.alphas_cumprod, timesteps, eta)
-        device = self.scale_factor.device
-        x = source(0)
-        steps = range(len(timesteps))
-        if progress:
-            from tqdm.auto import tqdm
+    def _make_scheduler(self, sampler: str, eta: float = 1.0):
+        """A fresh scheduler for `sampler` on this decoder's schedule (timesteps not set yet).
 
-            steps = tqdm(steps, desc="DDIM", total=len(timesteps))
-        for i in steps:
-            t = timesteps[i].to(device)
-            v = guided(x, t)
-            sqrt_alpha = self.sqrt_alphas_cumprod[t]
-            sqrt_one_minus_alpha = self.sqrt_one_minus_alphas_cumprod[t]
-            eps = sqrt_alpha * v + sqrt_one_minus_alpha * x
-            x0 = sqrt_alpha * x - sqrt_one_minus_alpha * v
-            alpha_prev = params["alphas_prev"][i].to(device)
-            sigma = params["sigmas"][i].to(device)
-            direction = (1.0 - alpha_prev - sigma**2).sqrt() * eps
-            x = alpha_prev.sqrt() * x0 + direction + sigma * source(1 + i)
-        return x
-
-    def _diffusers_loop(
-        self,
-        guided: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        source: _WindowNoise,
-        sampler: str,
-        num_inference_steps: int,
-        progress: bool,
-    ) -> torch.Tensor:
+        "ddim": `ReferenceDDIMScheduler` (the original's sampler; `eta` applies only to it). The diffusers solvers
+        get the float32 betas of the schedule and v-prediction."""
+        config = self.config
+        if sampler == "ddim":
+            return ReferenceDDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_start=config.beta_start,
+                                          beta_end=config.beta_end, eta=eta)
         scheduler_class, extra = DIFFUSERS_SAMPLERS[sampler]
-        scheduler = scheduler_class(
-            num_train_timesteps=self.config.num_train_timesteps,
+        return scheduler_class(
+            num_train_timesteps=config.num_train_timesteps,
             trained_betas=self.betas.detach().cpu().numpy(),
             prediction_type="v_prediction",
             **extra,
         )
-        device = self.scale_factor.device
-        scheduler.set_timesteps(num_inference_steps, device=device)
+
+    @staticmethod
+    def _sample_loop(
+        guided: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        scheduler,
+        source: _WindowNoise,
+        progress: bool = False,
+        desc: Optional[str] = None,
+    ) -> torch.Tensor:
+        """The sampler loop of every sampler: x_T = draw 0 (times `init_noise_sigma`); at each of
+        `scheduler.timesteps` the guided v-prediction of `scale_model_input(x, t)`, then `scheduler.step`. A
+        scheduler with `draws_noise_every_step` gets draw 1 + i as `variance_noise` of step i, drawn after the UNet
+        call (the original's order); the others (ODE solvers) draw nothing more."""
+        per_step_noise = getattr(scheduler, "draws_noise_every_step", False)
         x = source(0) * scheduler.init_noise_sigma
-        steps = scheduler.timesteps
+        timesteps = scheduler.timesteps
+        steps = enumerate(timesteps)
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=sampler)
-        for t in steps:
+            steps = tqdm(steps, desc=desc, total=len(timesteps))
+        for i, t in steps:
             v = guided(scheduler.scale_model_input(x, t), t)
-            x = scheduler.step(v, t, x, return_dict=False)[0]
+            extra = {"variance_noise": source(1 + i)} if per_step_noise else {}
+            x = scheduler.step(v, t, x, return_dict=False, **extra)[0]
         return x
 
     # -------------------------------------------------------------------------------- VAE and vocoder
@@ -542,6 +614,7 @@ class SemantiCodecDecoder(nn.Module):
 
 __all__ = [
     "SemantiCodecDecoder",
+    "ReferenceDDIMScheduler",
     "NETWORK_DTYPES",
     "SAMPLERS",
     "SCHEDULE_BUFFER_NAMES",

@@ -3,7 +3,8 @@
 One 10.24 s window (1024 fbank frames x 128 mel bins) goes through the AudioMAE ViT, whose patch features
 are pooled into W frames; each frame gets a semantic id (nearest k-means centroid) and an acoustic id
 (VQ of what a bidirectional LSTM extracts from [feature ++ centroid]). Windows are independent, so any
-number of them run as one batch.
+number of them run as one batch. The codebooks are not here: they belong to `SemantiCodecQuantizer`
+(`modeling_semanticodec_quantizer`), which `SemantiCodecEncoder.forward` is given.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .conditioning import PADDING_VALUE, append_positional_encoding, sinusoidal_positional_encoding
+from .conditioning import PADDING_VALUE
 from .configuration_semanticodec import SemantiCodecConfig
 from .lstm_kernels import lstm_kernel, resolve_kernel
+from .modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
 # Silence threshold of the original padding detection: unbiased std over the mel bins of one frame.
 SILENCE_STD_THRESHOLD = 1e-7
@@ -140,50 +142,6 @@ def pool_patches(patches: torch.Tensor, patch_grid: Sequence[int], pooling: Sequ
     return pooled.transpose(1, 2).contiguous().transpose(1, 2)
 
 
-# ------------------------------------------------------------------------------------------ quantizers
-class SemanticQuantizer(nn.Module):
-    """Nearest k-means centroid (squared L2, ties to the lowest index); the centroids are a saved buffer."""
-
-    def __init__(self, vocab_size: int, feature_dim: int):
-        super().__init__()
-        self.register_buffer("centroids", torch.zeros(vocab_size, feature_dim), persistent=True)
-
-    def forward(self, features: torch.Tensor) -> torch.LongTensor:
-        """`[..., D]` -> ids `[...]`, with the original's float order: (|x|^2 + |c|^2) - 2<x, c>."""
-        squared_x = features.pow(2).sum(dim=-1, keepdim=True).reshape(-1, 1)  # summed in the caller's layout
-        flat = features.reshape(-1, features.shape[-1])
-        squared_c = self.centroids.pow(2).sum(dim=-1, keepdim=True).t()
-        distances = squared_x + squared_c - 2 * torch.mm(flat, self.centroids.t())
-        return distances.argmin(dim=-1).reshape(features.shape[:-1])
-
-    def embed(self, ids: torch.LongTensor) -> torch.Tensor:
-        return nn.functional.embedding(ids, self.centroids)
-
-
-class AcousticQuantizer(nn.Module):
-    """Euclidean VQ lookup of the acoustic residual (the original's vector-quantize-pytorch eval path).
-
-    The assignment is argmax of `-sqrt(clamp(d2, 1e-8))` rather than argmin of `d2`: the sqrt can merge
-    two distinct squared distances, and the original then picks the lower index.
-    """
-
-    def __init__(self, codebook_size: int, feature_dim: int):
-        super().__init__()
-        self.register_buffer("codebook", torch.zeros(codebook_size, feature_dim), persistent=True)
-
-    def forward(self, features: torch.Tensor) -> torch.LongTensor:
-        flat = features.reshape(1, -1, features.shape[-1])
-        codebook = self.codebook.unsqueeze(0)
-        squared_x = flat.pow(2).sum(dim=-1).unsqueeze(-1)
-        squared_c = codebook.pow(2).sum(dim=-1).unsqueeze(-2)
-        cross = torch.einsum("bid,bjd->bij", flat, codebook) * -2
-        distances = (squared_x + squared_c + cross).clamp(min=1e-8).sqrt()
-        return (-distances).argmax(dim=-1).reshape(features.shape[:-1])
-
-    def embed(self, ids: torch.LongTensor) -> torch.Tensor:
-        return nn.functional.embedding(ids, self.codebook)
-
-
 # --------------------------------------------------------------------------------------------- padding
 def padding_cut(windows: torch.Tensor) -> torch.LongTensor:
     """Per window `[N, frames, mel]`: frames kept before trailing silence/padding, `[N]` in 0..frames.
@@ -222,8 +180,9 @@ class SemantiCodecEncoderWindowOutput:
 class SemantiCodecEncoder(nn.Module):
     """AudioMAE -> pooling -> semantic VQ; [feature ++ centroid] -> BiLSTM -> linear -> acoustic VQ.
 
-    State-dict keys: `audiomae.*`, `lstm.*`, `output_linear.weight`, `semantic_quantizer.centroids`,
-    `acoustic_quantizer.codebook` (`positional_encoding` is computed, not saved).
+    The networks only: both VQ steps use the `SemantiCodecQuantizer` passed to `forward` (the model's
+    `quantizer`), which owns the codebooks and the position code. State-dict keys: `audiomae.*`, `lstm.*`,
+    `output_linear.weight`.
     """
 
     def __init__(self, config: SemantiCodecConfig):
@@ -231,24 +190,12 @@ class SemantiCodecEncoder(nn.Module):
         self.config = config
         dim = config.feature_dim
         self.audiomae = AudioMAEEncoder(config)
-        self.semantic_quantizer = SemanticQuantizer(config.semantic_vocab_size, dim)
         self.lstm = nn.LSTM(2 * dim, 2 * dim, num_layers=config.lstm_num_layers, bias=True,
                             batch_first=True, bidirectional=True)
         self.output_linear = nn.Linear(4 * dim, dim, bias=False)
-        self.acoustic_quantizer = AcousticQuantizer(config.acoustic_codebook_size, dim)
-        self.register_buffer("positional_encoding", self._compute_positional_encoding(), persistent=False)
         # CPU kernel of the BiLSTM: "auto" (measured, see `lstm_kernels`), "aten" or "onednn". Not saved.
         self.lstm_kernel = "auto"
         self.last_lstm_kernel: Optional[str] = None  # the kernel the last CPU call ran on (benchmarks report it)
-
-    def _compute_positional_encoding(self, device: Optional[torch.device] = None) -> torch.Tensor:
-        return sinusoidal_positional_encoding(
-            self.config.positional_encoding_max_len, self.config.positional_encoding_dim, device=device
-        )
-
-    def reset_computed_buffers(self) -> None:
-        """Recompute the position table (not saved; left empty by meta-device or `from_pretrained` loading)."""
-        self.positional_encoding = self._compute_positional_encoding(self.semantic_quantizer.centroids.device)
 
     # ----------------------------------------------------------------------------------------- stages
     def audiomae_features(self, windows: torch.Tensor) -> torch.Tensor:
@@ -259,12 +206,6 @@ class SemantiCodecEncoder(nn.Module):
     def pool(self, audiomae_output: torch.Tensor) -> torch.Tensor:
         """AudioMAE output `[N, 513, 768]` -> frame features `[N, W, D]` (cls dropped, time-major)."""
         return pool_patches(audiomae_output[:, 1:], self.config.patch_grid, self.config.pooling)
-
-    def codes_to_features(self, semantic_ids: torch.LongTensor, acoustic_ids: torch.LongTensor) -> torch.Tensor:
-        """Ids `[N, n]` -> `[acoustic codeword ++ semantic centroid]` `[N, n, 2D]` (acoustic first)."""
-        return torch.cat(
-            [self.acoustic_quantizer.embed(acoustic_ids), self.semantic_quantizer.embed(semantic_ids)], dim=-1
-        )
 
     def _check_windows(self, windows: torch.Tensor) -> None:
         expected = (self.config.window_frames, self.config.num_mel_bins)
@@ -285,24 +226,27 @@ class SemantiCodecEncoder(nn.Module):
         with lstm_kernel(kernel):
             return self.lstm(lstm_input)[0]
 
-    def forward(self, windows: torch.Tensor, return_conditioning: bool = False) -> SemantiCodecEncoderWindowOutput:
-        """Encode N independent windows `[N, 1024, 128]` at once (the LSTM restarts for every window)."""
+    def forward(
+        self, windows: torch.Tensor, quantizer: SemantiCodecQuantizer, return_conditioning: bool = False
+    ) -> SemantiCodecEncoderWindowOutput:
+        """Encode N independent windows `[N, 1024, 128]` at once (the LSTM restarts for every window), with the
+        codebooks of `quantizer` (the model's `SemantiCodecQuantizer`)."""
         self._check_windows(windows)
         config = self.config
         kept = frames_kept(padding_cut(windows), config.window_frames, config.frames_per_window)
 
         frames = self.pool(self.audiomae(windows))
-        semantic_ids = self.semantic_quantizer(frames)  # on unmarked features, padding rows included
-        semantic = self.semantic_quantizer.embed(semantic_ids)
+        semantic_ids = quantizer.semantic(frames)  # on unmarked features, padding rows included
+        semantic = quantizer.semantic.embed(semantic_ids)
 
         lstm_input = mark_out_padding(torch.cat([frames, semantic], dim=-1), kept)
         residual = self.output_linear(self._run_lstm(lstm_input))
-        acoustic_ids = self.acoustic_quantizer(residual)
+        acoustic_ids = quantizer.acoustic(residual)
 
         conditioning = None
         if return_conditioning:
-            quantized = torch.cat([self.acoustic_quantizer.embed(acoustic_ids), semantic], dim=-1)
-            conditioning = append_positional_encoding(mark_out_padding(quantized, kept), self.positional_encoding)
+            features = quantizer.codes_to_features(semantic_ids, acoustic_ids)  # [acoustic ++ semantic]
+            conditioning = quantizer.add_positional_encoding(mark_out_padding(features, kept))
         return SemantiCodecEncoderWindowOutput(semantic_ids, acoustic_ids, conditioning)
 
 
@@ -310,8 +254,6 @@ __all__ = [
     "SemantiCodecEncoder",
     "SemantiCodecEncoderWindowOutput",
     "AudioMAEEncoder",
-    "SemanticQuantizer",
-    "AcousticQuantizer",
     "pool_patches",
     "padding_cut",
     "frames_kept",
