@@ -7,12 +7,19 @@ nodes, mixed precision backend) is accelerate's business, so the same recipe run
 from __future__ import annotations
 
 import dataclasses
-import functools
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
+
+# The YAML reading, `--set` overrides and section checks are shared with the codec trainer; `load_yaml`,
+# `apply_overrides` and `build_section` stay importable from here.
+from semanticodec_hf.recipe_loading import (  # noqa: F401 (apply_overrides, build_section, load_yaml: re-exported)
+    apply_overrides,
+    build_recipe,
+    build_section,
+    load_yaml,
+    read_recipe,
+)
 
 ARCHITECTURES = ("gpt2", "llama")
 
@@ -134,114 +141,11 @@ class LMRecipe:
         return dataclasses.asdict(self)
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether a YAML value fits a recipe field's annotation (int for float is fine; bool is not an int here)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if origin is Union:
-        return any(_matches(value, arg) for arg in args)
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, List):
-        return isinstance(value, list) and all(_matches(item, args[0]) for item in value) if args else isinstance(value, list)
-    if origin in (dict, Dict):
-        return isinstance(value, dict)
-    if dataclasses.is_dataclass(annotation):
-        return isinstance(value, (dict, annotation))
-    return isinstance(value, annotation) if isinstance(annotation, type) else True
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def build_section(cls: type, data: Optional[Dict[str, Any]], where: str) -> Any:
-    """One recipe section (a dataclass) from its YAML mapping: unknown keys and values of the wrong type are errors
-    that name the key, so a typo or `learning_rate: fast` stops the run before it starts instead of mid-way."""
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"Unknown key(s) {unknown} in recipe section {where!r}; known keys: {sorted(known)}.")
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        if not _matches(value, hints[key]):
-            raise ValueError(f"{where}.{key} must be {_type_name(hints[key])}, got {value!r} "
-                             f"({type(value).__name__}).")
-        if hints[key] is float and isinstance(value, int):
-            data[key] = float(value)
-    return cls(**data)
-
-
 def recipe_from_dict(data: Dict[str, Any]) -> LMRecipe:
     """Nested dict (as in the YAML file) -> validated `LMRecipe`; unknown keys are errors, not silently ignored."""
-    unknown = sorted(set(data) - {"model", "data", "train"})
-    if unknown:
-        raise ValueError(f"Unknown recipe section(s) {unknown}; a recipe has model, data and train.")
-    data_section = dict(data.get("data") or {})
-    if data_section.get("synthetic") is not None:
-        data_section["synthetic"] = build_section(SyntheticCorpus, data_section["synthetic"], "data.synthetic")
-    return LMRecipe(
-        model=build_section(ModelRecipe, data.get("model"), "model"),
-        data=build_section(DataRecipe, data_section, "data"),
-        train=build_section(TrainRecipe, data.get("train"), "train"),
-    ).validate()
-
-
-# YAML 1.2 floats in exponent form without a dot (`1e-3`), which PyYAML (YAML 1.1) would read as strings.
-_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
-
-
-@functools.lru_cache(maxsize=None)
-def _recipe_loader() -> type:
-    """PyYAML's SafeLoader plus the exponent-float rule (built once; yaml is imported only when recipes are read)."""
-    import yaml
-
-    class RecipeLoader(yaml.SafeLoader):
-        pass
-
-    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
-    return RecipeLoader
-
-
-def load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, except that `1e-3` is the float 1e-3 (as in YAML 1.2 and Python), not the string '1e-3'."""
-    import yaml
-
-    return yaml.load(text, Loader=_recipe_loader())
-
-
-def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
-    """`section.key=value` strings (value parsed as YAML) applied to the recipe dict, e.g. `train.max_steps=20`."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} is not of the form section.key=value (e.g. train.max_steps=20).")
-        dotted, text = item.split("=", 1)
-        keys = dotted.split(".")
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"Override {item!r}: {key!r} is not a section.")
-        node[keys[-1]] = load_yaml(text)
-    return data
+    return build_recipe(LMRecipe, data, "a recipe").validate()
 
 
 def load_recipe(path: Union[str, Path], overrides: Optional[List[str]] = None) -> LMRecipe:
     """Read a YAML recipe; relative data paths stay relative to the working directory (as on the command line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Recipe {path} does not exist (see recipes/lm_tiny_cpu.yaml for an example).")
-    data = load_yaml(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"Recipe {path} must be a YAML mapping with model/data/train sections.")
-    return recipe_from_dict(apply_overrides(data, list(overrides or [])))
+    return recipe_from_dict(read_recipe(path, overrides, example="recipes/lm_tiny_cpu.yaml"))

@@ -20,17 +20,24 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # a script run: drop lm/ from sys.path so its config.py, data.py, ... shadow nothing
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import datasets
+import numpy as np
 import torch
+import yaml
+from accelerate.utils import DistributedType, set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from semanticodec_hf.acoustic_bpe import AcousticBPE
+from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
 from semanticodec_hf.lm.config import LMRecipe, load_recipe
 from semanticodec_hf.lm.data import (
     IGNORE_INDEX,
@@ -44,6 +51,7 @@ from semanticodec_hf.lm.data import (
     synthetic_corpus,
 )
 from semanticodec_hf.lm.modeling import STREAMS, build_model, count_targets, token_losses
+from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run  # shared with train_codec
 
 
@@ -65,8 +73,6 @@ class Blocks:
 
 
 def _split_clips(clips: List[Any], eval_fraction: float, seed: int) -> Tuple[List[Any], List[Any]]:
-    import numpy as np
-
     order = np.random.default_rng(seed).permutation(len(clips))
     num_eval = 0 if eval_fraction == 0 or len(clips) < 2 else max(1, round(eval_fraction * len(clips)))
     return [clips[i] for i in order[num_eval:]], [clips[i] for i in order[:num_eval]]
@@ -76,9 +82,6 @@ def _with_bpe(recipe: LMRecipe, clips: List[List[int]], tokenizer):
     """Replace the semantic stream by acoustic-BPE pieces when the recipe asks for it."""
     if recipe.data.acoustic_bpe is None:
         return clips, tokenizer
-    from semanticodec_hf.acoustic_bpe import AcousticBPE
-    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
     if tokenizer.pattern != "semantic_only":
         raise ValueError(f"data.acoustic_bpe needs a semantic_only corpus; this one is {tokenizer.pattern}.")
     bpe = AcousticBPE.load(recipe.data.acoustic_bpe)
@@ -92,9 +95,6 @@ def _with_bpe(recipe: LMRecipe, clips: List[List[int]], tokenizer):
 
 def load_corpus(recipe: LMRecipe):
     """(train blocks, eval blocks, ids-only tokenizer) from the recipe's data section."""
-    from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
-    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
     data = recipe.data
     if data.synthetic is not None:
         spec = data.synthetic
@@ -107,8 +107,6 @@ def load_corpus(recipe: LMRecipe):
         build = pack_sequences if data.packing else split_sequences
         return (Blocks(build(train_clips, data.block_size, layout)),
                 Blocks(build(eval_clips, data.block_size, layout)), tokenizer)
-
-    import datasets
 
     root = Path(data.tokenized_dir)
     if not (root / "dataset").is_dir() or not (root / "tokenizer").is_dir():
@@ -227,23 +225,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--resume", default="auto",
                         help="'auto' (default: newest checkpoint in the output folder, if any), 'no' (start over; "
                              "deletes the folder's old checkpoints), or a checkpoint path")
-    parser.add_argument("--crash-after-step", type=int, help=argparse.SUPPRESS)  # tests: die like a killed job
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def main(argv: Optional[List[str]] = None, callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
+    """The command line; `callbacks` are passed to `train`."""
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
     recipe = load_recipe(args.config, overrides)
-    return train(recipe, resume=args.resume, crash_after_step=args.crash_after_step)
+    return train(recipe, resume=args.resume, callbacks=callbacks)
 
 
-def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
-    """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json)."""
-    from accelerate.utils import DistributedType, set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+def train(recipe: LMRecipe, resume: str = "auto", callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
+    """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json).
 
+    Each of `callbacks` is called as `callback(step)` on every process once a step is complete: after its
+    update, logging, evaluation and checkpoint (a checkpoint of that step, if one was due, is on disk)."""
     cfg = recipe.train
     output = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.log_with, output / "logs")
@@ -337,9 +334,8 @@ def train(recipe: LMRecipe, resume: str = "auto", crash_after_step: Optional[int
                 log(evaluate(accelerator, model, eval_batches, layout, cfg.num_workers), step)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             save_checkpoint(accelerator, output, step, {"recipe": config}, cfg.keep_checkpoints, objects)
-        if crash_after_step is not None and step == crash_after_step:
-            accelerator.wait_for_everyone()
-            os._exit(137)  # no clean-up, no final save: as if the job had been killed
+        for callback in callbacks:
+            callback(step)
     bar.close()
     del micro_batches  # stops the DataLoader workers before the final save
     final = output / "final"
@@ -358,8 +354,6 @@ def save_final(accelerator, model, tokenizer, recipe: LMRecipe, final: Path) -> 
 
     Call on every process with the prepared model: `get_state_dict` gathers sharded (FSDP) parameters, which
     needs all processes; only the main process writes."""
-    import yaml
-
     state_dict = accelerator.get_state_dict(model)
     accelerator.unwrap_model(model).save_pretrained(final, state_dict=state_dict,
                                                     is_main_process=accelerator.is_main_process,
@@ -367,8 +361,6 @@ def save_final(accelerator, model, tokenizer, recipe: LMRecipe, final: Path) -> 
     if accelerator.is_main_process:
         tokenizer.save_pretrained(final, save_codec=False)
         if recipe.data.acoustic_bpe is not None:  # the pieces' meaning travels with the model
-            from semanticodec_hf.acoustic_bpe import AcousticBPE
-
             AcousticBPE.load(recipe.data.acoustic_bpe).save(final / "acoustic_bpe")
         (final / "lm_recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     accelerator.wait_for_everyone()

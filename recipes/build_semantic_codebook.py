@@ -9,9 +9,9 @@
 2. k-means per vocab size with faiss (full-batch Lloyd, `--kmeans-iterations` iterations over all the features,
    held in memory: faiss's default would silently train on a random 256 x V of them; `--max-points-per-centroid`
    asks for that subsampling explicitly, and it is then logged).
-   We measured both candidates at equal passes over the same data on this 2-core CPU
-   (`benchmarks/kmeans_backends.py`, 20k x 768 features, 1024 clusters, 3 passes): faiss took 0.13x the time
-   of scikit-learn's MiniBatchKMeans and reached a lower quantisation error, so it is the default.
+   At equal passes over the same data faiss was much faster than scikit-learn's MiniBatchKMeans and reached a
+   lower quantisation error, so it is the default (`benchmarks/kmeans_backends.py` compares them; the README
+   has the numbers).
    `--backend sklearn` streams the Arrow feature table through `partial_fit` in chunks (`--epochs` passes), for
    corpora whose features do not fit in memory (or machines without faiss).
 3. Output per vocab size V: the centroids `[V, D]` float32 at the official relative path
@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from semanticodec_hf.codec_timing import PATCH_SECONDS, SAMPLING_RATE, padded_min_samples
 
 EXAMPLES = """examples:
   # smoke test on any folder with a RANDOM tiny codec and small vocabularies (--token-rate 100, 50 or 25)
@@ -84,15 +86,15 @@ _CODEC_CACHE: Dict[str, Any] = {}
 FEATURES_VERSION = 2  # part of the map fingerprint: bump when the table's columns change (2: `skipped`)
 # Clips the codec cannot encode (its front end needs one AudioMAE patch, 0.16 s = 2560 samples at 16 kHz; one
 # sample of margin covers the resamplers' rounding) are skipped rather than aborting the whole corpus.
-MIN_CLIP_SAMPLES_16K = 2561
+MIN_CLIP_SAMPLES_16K = padded_min_samples(SAMPLING_RATE)  # 2561
 
 
 def unusable_reason(num_samples: int, sampling_rate: int) -> Optional[str]:
     """Why a clip of this length cannot give features (None when it can)."""
     if num_samples == 0:
         return "empty"
-    if num_samples * 16000 / sampling_rate < MIN_CLIP_SAMPLES_16K:
-        return f"{num_samples / sampling_rate:.3f} s, shorter than one 0.16 s AudioMAE patch"
+    if num_samples * SAMPLING_RATE / sampling_rate < MIN_CLIP_SAMPLES_16K:
+        return f"{num_samples / sampling_rate:.3f} s, shorter than one {PATCH_SECONDS} s AudioMAE patch"
     return None
 
 
@@ -146,7 +148,7 @@ class AudioMAEFeatures:
             else:  # an empty [0, D] block: Arrow needs the same nesting as the other rows of the batch
                 import numpy as np
 
-                rows = np.zeros((0, self._codec()[0].encoder.semantic_quantizer.centroids.shape[1]), np.float32)
+                rows = np.zeros((0, self._codec()[0].quantizer.semantic.centroids.shape[1]), np.float32)
             out["features"].append(rows)
             out["num_frames"].append(len(rows))
             out["skipped"].append(reason or "")
@@ -237,7 +239,7 @@ def usage_statistics(table, centroids, chunk_size: int) -> Dict[str, Any]:
     import numpy as np
     import torch
 
-    from semanticodec_hf.modeling_semanticodec_encoder import SemanticQuantizer
+    from semanticodec_hf.modeling_semanticodec_quantizer import SemanticQuantizer
 
     quantizer = SemanticQuantizer(*centroids.shape)
     quantizer.centroids.copy_(torch.from_numpy(centroids))
@@ -274,10 +276,10 @@ def save_model_with_codebook(model_path: str, centroids, target: Path, codebook_
     from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
 
     model = SemantiCodecModel.from_pretrained(model_path)
-    if centroids.shape[1] != model.encoder.semantic_quantizer.centroids.shape[1]:
+    if centroids.shape[1] != model.quantizer.semantic.centroids.shape[1]:
         raise ValueError(f"codebook width {centroids.shape[1]} does not match the codec's feature dimension "
-                         f"{model.encoder.semantic_quantizer.centroids.shape[1]}.")
-    model.encoder.semantic_quantizer.centroids = torch.from_numpy(centroids).clone()
+                         f"{model.quantizer.semantic.centroids.shape[1]}.")
+    model.quantizer.semantic.centroids = torch.from_numpy(centroids).clone()
     config = model.config
     replaced = config.semantic_codebook_file
     config.semantic_vocab_size = int(centroids.shape[0])

@@ -29,18 +29,35 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
 
-SEGMENT_SAMPLES = 163840  # 10.24 s at 16 kHz: one encoder window, 1024 mel frames
-MIN_CLIP_SAMPLES = 2561  # just over one AudioMAE patch (0.16 s, 2560 samples) at 16 kHz: what the front end accepts
+from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
+from semanticodec_hf.codec_timing import SAMPLING_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, padded_min_samples
+from semanticodec_hf.codec_training import (
+    PlacedEMAModel,
+    SemantiCodecTrainingModule,
+    reinitialize_trained_parts,
+    trainable_parameters,
+)
+from semanticodec_hf.datasets_utils import load_audio
+from semanticodec_hf.metrics import mel_distance, multi_resolution_stft_distance, si_sdr
+from semanticodec_hf.recipe_loading import build_recipe, read_recipe
+from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run
+from semanticodec_hf.vae_mel import vae_log_mel
+
+SEGMENT_SAMPLES = WINDOW_SAMPLES  # 163840: 10.24 s at 16 kHz, one encoder window of WINDOW_FRAMES (1024) mel frames
+# 2561: just over one AudioMAE patch (0.16 s, 2560 samples) at 16 kHz: what the front end accepts after resampling
+MIN_CLIP_SAMPLES = padded_min_samples(SAMPLING_RATE)
 # Validation scores every clip at these DDPM timesteps (centres of the schedule's quarters) with fixed noise, so
 # the diffusion loss does not hinge on one random timestep per clip.
 VALIDATION_TIMESTEPS = (125, 375, 625, 875)
@@ -95,14 +112,10 @@ class CodecRecipe:
 
 
 def load_recipe(path: str, overrides: List[str]) -> CodecRecipe:
-    from semanticodec_hf.lm.config import apply_overrides, build_section, load_yaml
-
-    data = apply_overrides(load_yaml(Path(path).read_text()) or {}, overrides)
-    sections = {"model": CodecModelSection, "data": CodecDataSection, "train": CodecTrainSection}
-    unknown = sorted(set(data) - set(sections))
-    if unknown:
-        raise ValueError(f"Unknown recipe section(s) {unknown}; a codec recipe has model, data and train.")
-    recipe = CodecRecipe(**{name: build_section(cls, data.get(name), name) for name, cls in sections.items()})
+    """Read a YAML recipe with `--set` overrides (`semanticodec_hf.recipe_loading`: unknown keys and wrong types
+    are errors) and check what the codec trainer needs."""
+    data = read_recipe(path, overrides, example="recipes/codec_tiny_cpu.yaml")
+    recipe = build_recipe(CodecRecipe, data, "a codec recipe")
     check_model_section(recipe.model, path)
     if not recipe.data.audio_dir:
         raise ValueError(f"{path}: data.audio_dir is missing; set it to the folder of training audio "
@@ -153,8 +166,6 @@ class SegmentSource:
     """
 
     def __init__(self, paths: List[str], feature_extractor):
-        from semanticodec_hf.datasets_utils import load_audio
-
         self.feature_extractor = feature_extractor
         self.clips: List[torch.Tensor] = []
         self.lengths: List[int] = []  # 16 kHz samples of each clip before any padding
@@ -166,7 +177,7 @@ class SegmentSource:
             if audio.shape[-1] == 0:
                 self.skipped.append(path)
                 continue
-            minimum, length = math.ceil(MIN_CLIP_SAMPLES * rate / 16000), audio.shape[-1]
+            minimum, length = math.ceil(MIN_CLIP_SAMPLES * rate / SAMPLING_RATE), audio.shape[-1]
             if audio.shape[-1] < minimum:
                 width = [(0, 0)] * (audio.ndim - 1) + [(0, minimum - audio.shape[-1])]
                 audio = np.pad(audio, width)
@@ -175,22 +186,20 @@ class SegmentSource:
                 self.clips.append(feature_extractor.to_mono_16k(audio, rate))
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
-            self.lengths.append(min(self.clips[-1].shape[0], round(length * 16000 / rate)))
+            self.lengths.append(min(self.clips[-1].shape[0], round(length * SAMPLING_RATE / rate)))
             self.paths.append(path)
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def segment(self, clip: int, offset_fraction: float) -> Segment:
-        from semanticodec_hf.vae_mel import vae_log_mel
-
         wave = self.clips[clip]
         start = int(offset_fraction * max(0, wave.shape[0] - SEGMENT_SAMPLES))
         segment = torch.zeros(SEGMENT_SAMPLES)
         piece = wave[start:start + SEGMENT_SAMPLES]
         segment[: piece.shape[0]] = piece
-        window = self.feature_extractor(segment, sampling_rate=16000)["input_features"][0, :1024]
-        mel = vae_log_mel(segment)[:1024]
+        window = self.feature_extractor(segment, sampling_rate=SAMPLING_RATE)["input_features"][0, :WINDOW_FRAMES]
+        mel = vae_log_mel(segment)[:WINDOW_FRAMES]
         return Segment(window, mel, segment, max(0, min(piece.shape[0], self.lengths[clip] - start)))
 
     def segments(self, clips: List[int], offsets: List[float]) -> List[Segment]:
@@ -205,7 +214,7 @@ class SegmentSource:
 def report_clip_problems(source: SegmentSource, print_fn=print) -> None:
     """Name the clips the source padded or skipped (first ten of each, with the count)."""
     for paths, what in ((source.skipped, "skipped (empty, nothing to learn from)"),
-                        (source.padded, f"zero-padded (shorter than {MIN_CLIP_SAMPLES / 16000:.2f} s)")):
+                        (source.padded, f"zero-padded (shorter than {MIN_CLIP_SAMPLES / SAMPLING_RATE:.2f} s)")):
         if paths:
             shown = ", ".join(paths[:10]) + (f", ... ({len(paths) - 10} more)" if len(paths) > 10 else "")
             print_fn(f"warning: {len(paths)} audio file(s) {what}: {shown}", file=sys.stderr)
@@ -230,15 +239,10 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 # ---------------------------------------------------------------------------------------------- codec
 def build_codec(section: CodecModelSection, seed: int = 0):
     """The codec to train and its feature extractor, as `model` asks (see `check_model_section`)."""
-    from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
-    from semanticodec_hf.codec_training import reinitialize_trained_parts
-
     check_model_section(section)
     if section.init == "tiny":
         print("*** model.init=tiny: a RANDOM tiny codec (frozen parts random too); for tests and demos only.",
               file=sys.stderr)
-        from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
         tokenizer = SemantiCodecAudioTokenizer.tiny(
             seed=0, token_rate=section.token_rate or 100, semantic_vocab_size=section.semantic_vocab_size or 64)
         return tokenizer.model, tokenizer.feature_extractor
@@ -282,8 +286,6 @@ def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[
     """`semanticodec_hf.metrics` on each validation clip's own samples (padding excluded), averaged over the clips a
     metric applies to (SI-SDR of a silent reference is undefined: that clip is left out, NaN if none is left); a
     NaN output of a diverged model stays NaN, so divergence shows."""
-    from semanticodec_hf.metrics import mel_distance, multi_resolution_stft_distance, si_sdr
-
     metrics = {"val/mel_distance": mel_distance, "val/stft_distance": multi_resolution_stft_distance,
                "val/si_sdr": si_sdr}
     values: Dict[str, List[float]] = {name: [] for name in metrics}
@@ -295,7 +297,7 @@ def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[
             continue
         for name, metric in metrics.items():
             try:
-                values[name].append(metric(reference, estimate, 16000))
+                values[name].append(metric(reference, estimate, SAMPLING_RATE))
             except ValueError:
                 continue
     return {name: float(np.mean(scores)) if scores else float("nan") for name, scores in values.items()}
@@ -305,8 +307,6 @@ def reconstruction_scores(segments: List[Segment], audio: torch.Tensor) -> Dict[
 def validate(accelerator, trainer, source: SegmentSource, val_clips: List[int], cfg: CodecTrainSection, step: int):
     """Diffusion loss at fixed noise and timesteps, and reconstruction quality (log-mel L1, mel distance,
     multi-resolution STFT distance, SI-SDR) on the validation clips (main process); mel images to tensorboard."""
-    from semanticodec_hf.vae_mel import vae_log_mel
-
     module = accelerator.unwrap_model(trainer)
     codec = module.codec
     was_training = module.training
@@ -318,7 +318,7 @@ def validate(accelerator, trainer, source: SegmentSource, val_clips: List[int], 
     codes = codec.encode(windows.to(accelerator.device)).audio_codes
     audio = codec.decode(codes, num_inference_steps=cfg.val_steps, seed=cfg.seed).audio_values[:, 0]
     audio = audio[:, :SEGMENT_SAMPLES].float().cpu()
-    reconstruction = vae_log_mel(audio)[:, :1024]
+    reconstruction = vae_log_mel(audio)[:, :WINDOW_FRAMES]
     mel_l1 = float((reconstruction - mels).abs().mean())
     module.train(was_training)
     images = {f"val/mel_clip{i}": np.concatenate([mel_image(mels[i]), mel_image(reconstruction[i])], axis=0)
@@ -339,23 +339,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="overrides train.output_dir")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--resume", default="auto", help="'auto' (newest checkpoint, if any), 'no', or a path")
-    parser.add_argument("--crash-after-step", type=int, help=argparse.SUPPRESS)  # tests: die like a killed job
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def main(argv: Optional[List[str]] = None, callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
+    """The command line; `callbacks` are passed to `train`."""
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
-    return train(load_recipe(args.config, overrides), args.resume, args.crash_after_step)
+    return train(load_recipe(args.config, overrides), args.resume, callbacks)
 
 
-def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[int] = None) -> Dict[str, Any]:
-    from tqdm.auto import tqdm
-    from transformers import get_constant_schedule_with_warmup
+def train(recipe: CodecRecipe, resume: str = "auto", callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
+    """Run (or resume) the recipe; returns a summary dict (also written to OUTPUT/summary.json).
 
-    from semanticodec_hf.codec_training import PlacedEMAModel, SemantiCodecTrainingModule, trainable_parameters
-    from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run
-
+    Each of `callbacks` is called as `callback(step)` on every process once a step is complete: after its
+    update, logging, validation and checkpoint (a checkpoint of that step, if one was due, is on disk)."""
     cfg, output = recipe.train, Path(recipe.train.output_dir)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.log_with, output / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -430,9 +428,8 @@ def train(recipe: CodecRecipe, resume: str = "auto", crash_after_step: Optional[
             accelerator.wait_for_everyone()
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             save_checkpoint(accelerator, output, step, {"recipe": recipe.to_dict()}, cfg.keep_checkpoints, objects)
-        if crash_after_step is not None and step == crash_after_step:
-            accelerator.wait_for_everyone()
-            os._exit(137)
+        for callback in callbacks:
+            callback(step)
     bar.close()
     accelerator.wait_for_everyone()
     summary = {"steps": cfg.max_steps, "resumed_from": start_step or None, "final": str(output / "final"), **last}

@@ -59,3 +59,50 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------- tiny codecs
+# The small RANDOM codec of tests and demos (`SemantiCodecModel.tiny`), built once per test module (module scope,
+# as tests may change a model's settings), from a seed: the same seed gives the same weights. The package is
+# imported inside the fixtures, so collecting tests that need no model stays light.
+@pytest.fixture(scope="module")
+def tiny_codec_factory():
+    """`make(seed=0, token_rate=100, semantic_vocab_size=64)` -> the tiny `SemantiCodecModel`, built on first
+    request and shared by the module's tests after that."""
+    from semanticodec_hf import SemantiCodecModel
+
+    built = {}
+
+    def make(seed: int = 0, token_rate: int = 100, semantic_vocab_size: int = 64):
+        key = (seed, token_rate, semantic_vocab_size)
+        if key not in built:
+            built[key] = SemantiCodecModel.tiny(seed=seed, token_rate=token_rate,
+                                                semantic_vocab_size=semantic_vocab_size)
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_codec_factory):
+    """The tiny codec with seed 0 at 100 tokens/s (what the CLI's `--tiny` builds)."""
+    return tiny_codec_factory(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    """`SemantiCodecAudioTokenizer.tiny(seed=0)`: the tiny codec with its feature extractor and LM id layout
+    (its own model, not the `tiny` fixture's)."""
+    from semanticodec_hf import SemantiCodecAudioTokenizer
+
+    return SemantiCodecAudioTokenizer.tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder():
+    """The tiny config's decoder alone with PyTorch's default init (outputs of order 1), seeded with 0."""
+    from semanticodec_hf import SemantiCodecConfig
+    from semanticodec_hf.modeling_semanticodec_decoder import SemantiCodecDecoder
+
+    torch.manual_seed(0)
+    return SemantiCodecDecoder(SemantiCodecConfig.tiny()).eval()

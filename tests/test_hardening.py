@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
+from semanticodec_hf import SemantiCodecFeatureExtractor
 from semanticodec_hf import kaldi_fbank, modeling_semanticodec, resampling
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return SemantiCodecModel.tiny(seed=0)
 
 
 def test_long_inputs_are_processed_blockwise_with_identical_features(monkeypatch):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from semanticodec_hf.lm.train import main
 from semanticodec_hf.training_utils import checkpoints
-from recipe_modules import import_recipe
+from recipe_modules import import_recipe, run_killed_after_step
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,12 +69,10 @@ def test_tiny_model_overfits_a_tiny_corpus(tmp_path):
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     config = _recipe(tmp_path)
     main(["--config", str(config), "--output-dir", str(tmp_path / "straight")])
-    # A real process that dies (os._exit, no clean-up) after step 4; its newest checkpoint is step 3.
-    crashed = subprocess.run(
-        [sys.executable, str(REPO / "lm" / "train.py"), "--config", str(config), "--output-dir",
-         str(tmp_path / "killed"), "--crash-after-step", "4"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
-    )
+    # A real process that dies (os._exit from a step callback, no clean-up) after step 4; its newest checkpoint
+    # is step 3.
+    crashed = run_killed_after_step("semanticodec_hf.lm.train", 4,
+                                    ["--config", str(config), "--output-dir", str(tmp_path / "killed")], tmp_path)
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     assert [step for step, _ in checkpoints(tmp_path / "killed")] == [3]
     assert not (tmp_path / "killed" / "final").exists()
@@ -87,6 +85,22 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     # the log is continuous too: what the killed run wrote after its checkpoint was replaced, not duplicated
     timeless = lambda rows: [{k: v for k, v in m.items() if k != "train/tokens_per_second"} for m in rows]  # noqa: E731
     assert timeless(_metrics(tmp_path / "killed")) == timeless(_metrics(tmp_path / "straight"))
+
+
+def test_step_callbacks_run_after_each_complete_step(tmp_path):
+    config = _recipe(tmp_path)
+    seen = []
+
+    def record(step):  # the step's checkpoint, when one was due, is already written
+        seen.append((step, [saved for saved, _ in checkpoints(tmp_path / "run")]))
+
+    main(["--config", str(config), "--set", "train.max_steps=4", "model.dropout=0.0"], callbacks=[record])
+    assert seen == [(1, []), (2, []), (3, [3]), (4, [3, 4])]
+    seen.clear()
+    assert main(["--config", str(config), "--set", "train.max_steps=4", "model.dropout=0.0", "--resume",
+                 str(checkpoints(tmp_path / "run")[0][1]), "--output-dir", str(tmp_path / "again")],
+                callbacks=[record])["resumed_from"] == 3
+    assert [step for step, _ in seen] == [4]  # a resumed run calls back for the steps it runs
 
 
 def test_gradient_accumulation_gives_the_same_training(tmp_path):

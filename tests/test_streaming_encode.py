@@ -14,12 +14,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 LONG_SAMPLES = 16 * WINDOW_SAMPLES + 40000
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """The tiny random model (codebooks spread over its own feature space, so ids vary)."""
-    return SemantiCodecModel.tiny(seed=0)
-
-
 def _signal(samples: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / 16000
@@ -83,7 +77,7 @@ def test_encode_stream_rejects_mismatched_inputs(tiny):
 
 def test_cli_encodes_long_files_by_streaming(tiny, tmp_path, monkeypatch):
     """Files longer than STREAM_ENCODE_WINDOWS go through encode_stream and give the same codes."""
-    from semanticodec_hf import cli
+    from semanticodec_hf import cli, processing_semanticodec
 
     audio = _signal(3 * WINDOW_SAMPLES, seed=7)
     sf.write(tmp_path / "long.wav", audio, 16000, subtype="FLOAT")
@@ -95,10 +89,10 @@ def test_cli_encodes_long_files_by_streaming(tiny, tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SemantiCodecModel, "encode_stream", spy)
-    monkeypatch.setattr(cli, "STREAM_ENCODE_WINDOWS", 2)
+    monkeypatch.setattr(processing_semanticodec, "STREAM_ENCODE_WINDOWS", 2)
     assert cli.main(["encode", str(tmp_path / "long.wav"), str(tmp_path / "streamed.npy"), "--tiny"]) == 0
     assert calls == [1]
-    monkeypatch.setattr(cli, "STREAM_ENCODE_WINDOWS", 100)
+    monkeypatch.setattr(processing_semanticodec, "STREAM_ENCODE_WINDOWS", 100)
     assert cli.main(["encode", str(tmp_path / "long.wav"), str(tmp_path / "whole.npy"), "--tiny"]) == 0
     assert calls == [1]
     whole = np.load(tmp_path / "whole.npy")

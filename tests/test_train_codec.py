@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ from safetensors.torch import load_file
 
 from semanticodec_hf.codec_training import EMAVectorQuantizerTrainer
 from semanticodec_hf.vae_mel import vae_log_mel, vae_mel_filters
-from recipe_modules import import_recipe
+from recipe_modules import import_recipe, run_killed_after_step
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -200,11 +197,8 @@ def test_codec_training_learns_and_resume_is_exact(tmp_path, steady_corpus, lear
     assert validation[0] > 0.95 * baseline  # the random UNet knows nothing
     assert validation[10] < 0.8 * baseline, (validation, baseline)  # measured 0.63-0.66 x over seeds 0-3
     # a process killed after step 6 (newest checkpoint: step 5) and the same command run again
-    crashed = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "train_codec.py"), "--config", str(config), "--output-dir",
-         str(tmp_path / "killed"), "--crash-after-step", "6"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
-    )
+    crashed = run_killed_after_step("train_codec", 6,
+                                    ["--config", str(config), "--output-dir", str(tmp_path / "killed")], tmp_path)
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     resumed = train_codec.main(["--config", str(config), "--output-dir", str(tmp_path / "killed")])
     assert resumed["resumed_from"] == 5
@@ -315,22 +309,22 @@ def test_from_scratch_reinitialises_exactly_the_trained_parts(tmp_path):
     loaded = SemantiCodecModel.from_pretrained(tmp_path / "converted").state_dict()
     rebuilt = codec.state_dict()
     assert rebuilt.keys() == loaded.keys()
-    trained = ("encoder.lstm.", "encoder.output_linear.", "encoder.acoustic_quantizer.codebook", "decoder.unet.")
+    trained = ("encoder.lstm.", "encoder.output_linear.", "quantizer.acoustic.codebook", "decoder.unet.")
     changed = {name for name in loaded if not torch.equal(loaded[name], rebuilt[name])}
     frozen = [name for name in loaded if not name.startswith(trained)]
     assert frozen and not changed & set(frozen)  # every frozen tensor as loaded
     weights = [name for name in loaded if name.startswith(trained) and loaded[name].ndim >= 2]
-    assert {"encoder.acoustic_quantizer.codebook", "decoder.unet.conv_out.weight"} <= set(weights)
+    assert {"quantizer.acoustic.codebook", "decoder.unet.conv_out.weight"} <= set(weights)
     assert set(weights) <= changed  # every trained weight matrix / kernel / codebook re-initialised
     assert any(name.startswith("encoder.audiomae.") for name in frozen)
-    for part in ("encoder.semantic_quantizer.", "decoder.vae.", "decoder.vocoder."):
+    for part in ("quantizer.semantic.", "decoder.vae.", "decoder.vocoder."):
         assert any(name.startswith(part) for name in frozen), part
     # the initialisations of the original: torch's LSTM default U(-1/sqrt(H), 1/sqrt(H)), a kaiming-uniform
     # codebook over its [1, V, D] layout, zero output convolutions in the UNet (LDM's zero_module)
     hidden = codec.encoder.lstm.hidden_size
     lstm = rebuilt["encoder.lstm.weight_ih_l0"]
     assert float(lstm.abs().max()) <= 1 / math.sqrt(hidden) and float(lstm.abs().max()) > 0.9 / math.sqrt(hidden)
-    codebook = rebuilt["encoder.acoustic_quantizer.codebook"]
+    codebook = rebuilt["quantizer.acoustic.codebook"]
     bound = math.sqrt(6.0 / codebook.numel())  # gain sqrt(2) * sqrt(3 / fan_in), fan_in = V * D
     assert 0.9 * bound < float(codebook.abs().max()) <= bound
     assert not rebuilt["decoder.unet.conv_out.weight"].any()

@@ -1,8 +1,8 @@
 """Channels-last convolutions for the decoder's networks on a CPU: the same maths on faster oneDNN kernels.
 
 oneDNN's CPU convolutions are much faster on channels-last activations (NHWC, or NWC for 1-D signals) than on
-PyTorch's default NCHW layout: measured on the project's 2-core AVX-512 machine, the HiFi-GAN vocoder runs about
-2x faster in float32 and bfloat16, and the VAE about 3x faster in bfloat16 (`benchmarks/codec_speed.py`). The
+PyTorch's default NCHW layout, for the HiFi-GAN vocoder and the VAE alike (how much depends on the CPU and the
+dtype: `benchmarks/codec_speed.py` measures it; the README's "Speed and memory" has our numbers). The
 products and sums are the same; only their order inside a kernel changes, so float32 results agree to rounding
 (~1e-6 relative), far inside the parity bounds.
 

@@ -17,13 +17,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
-from .conditioning import append_positional_encoding, unconditional_conditioning
+from .conditioning import unconditional_conditioning
 from .modeling_semanticodec_encoder import frames_kept, mark_out_padding, padding_cut
 
 # What the paper trains: parameters under these prefixes (everything else is frozen), plus the acoustic codebook,
 # a buffer that follows EMA updates instead of gradients.
 TRAINED_PARAMETER_PREFIXES = ("encoder.lstm.", "encoder.output_linear.", "decoder.unet.")
-TRAINED_BUFFERS = ("encoder.acoustic_quantizer.codebook",)
+TRAINED_BUFFERS = ("quantizer.acoustic.codebook",)
 
 
 def is_trained(name: str) -> bool:
@@ -65,9 +65,9 @@ def reinitialize_trained_parts(codec: nn.Module, seed: int = 0) -> List[str]:
         torch.manual_seed(seed)
         encoder.lstm.reset_parameters()
         encoder.output_linear.reset_parameters()
-        codebook = torch.empty(1, *encoder.acoustic_quantizer.codebook.shape)
+        codebook = torch.empty(1, *codec.quantizer.acoustic.codebook.shape)
         nn.init.kaiming_uniform_(codebook)
-        encoder.acoustic_quantizer.codebook.copy_(codebook[0])
+        codec.quantizer.acoustic.codebook.copy_(codebook[0])
         fresh = type(decoder.unet)(**codec.config.unet_config)
     for name, module in fresh.named_modules():
         leaf = name.rsplit(".", 1)[-1]
@@ -147,22 +147,21 @@ class SemantiCodecTrainingModule(nn.Module):
         super().__init__()
         self.codec = codec
         self.commitment_weight, self.uncond_probability = commitment_weight, uncond_probability
-        self.vq = EMAVectorQuantizerTrainer(codec.encoder.acoustic_quantizer, decay=vq_decay)
+        self.vq = EMAVectorQuantizerTrainer(codec.quantizer.acoustic, decay=vq_decay)
         for name, parameter in codec.named_parameters():
             parameter.requires_grad_(name.startswith(TRAINED_PARAMETER_PREFIXES))
 
     def conditioning(self, windows: torch.Tensor, generator: Optional[torch.Generator] = None):
         """Fbank windows -> (UNet conditioning `[B, W, 2D + P]` with gradients into the acoustic branch, losses)."""
-        encoder, config = self.codec.encoder, self.codec.config
+        encoder, quantizer, config = self.codec.encoder, self.codec.quantizer, self.codec.config
         with torch.no_grad():
             frames = encoder.pool(encoder.audiomae(windows))
-            semantic = encoder.semantic_quantizer.embed(encoder.semantic_quantizer(frames))
+            semantic = quantizer.semantic.embed(quantizer.semantic(frames))
             kept = frames_kept(padding_cut(windows), config.window_frames, config.frames_per_window)
         residual = encoder.output_linear(encoder.lstm(mark_out_padding(torch.cat([frames, semantic], -1), kept))[0])
         valid = torch.arange(residual.shape[1], device=residual.device)[None] < kept[:, None].to(residual.device)
         acoustic, ids, commitment = self.vq(residual, valid)
-        conditioning = append_positional_encoding(
-            mark_out_padding(torch.cat([acoustic, semantic], -1), kept), encoder.positional_encoding)
+        conditioning = quantizer.add_positional_encoding(mark_out_padding(torch.cat([acoustic, semantic], -1), kept))
         if generator is not None and self.training and self.uncond_probability > 0:  # no dropout in eval
             drop = torch.rand(conditioning.shape[0], generator=generator) < self.uncond_probability
             unconditional = unconditional_conditioning(conditioning, self.codec.decoder.feature_width)

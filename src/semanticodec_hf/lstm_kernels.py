@@ -3,10 +3,10 @@
 On a CPU PyTorch runs `nn.LSTM` through oneDNN's fused RNN primitive ("onednn", its default) unless oneDNN is
 switched off, when ATen's own recurrence runs instead ("aten": one GEMM per step and direction). The maths is
 the same and the ids are identical on the parity fixtures either way; the speed is not, and no rule from the
-machines measured so far covers the rest: on an Intel AMX Xeon ATen was faster at batch 1 and 16, on a 2-vCPU
-AMD Zen3 EPYC it was ~1.9x slower at batch 1-4. So the choice is measured: a few recurrence steps of each
-kernel on the real input, once per machine and batch-size bucket, remembered in a small JSON file keyed by CPU
-model, thread count, PyTorch version and LSTM shape.
+machines measured so far covers the rest: which kernel wins differs between CPUs and batch sizes
+(`benchmarks/lstm_kernels.py`; the README's table "The encoder's LSTM kernel, per machine"). So the choice is
+measured: a few recurrence steps of each kernel on the real input, once per machine and batch-size bucket,
+remembered in a small JSON file keyed by CPU model, thread count, PyTorch version and LSTM shape.
 
 Override with `model.encoder.lstm_kernel = "aten" | "onednn"` (default "auto"), or for a whole process with
 the environment variable SEMANTICODEC_LSTM_KERNEL (used while the attribute is "auto"). The cache lives in
