@@ -7,7 +7,8 @@
 
 from .config import LMRecipe, load_recipe
 from .data import AudioLMDataCollator, BlockBuilder, pack_sequences, split_sequences
-from .generate import AudioContinuation, PatternLogitsProcessor
+from .generate import AudioContinuation
+from .pattern_logits import PatternLogitsProcessor
 
 __all__ = [
     "AudioContinuation",

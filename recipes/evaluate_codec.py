@@ -52,8 +52,7 @@ EXAMPLES = """examples:
   # score existing reconstructions only
   python recipes/evaluate_codec.py --reference-dir ./eval --estimate mycodec=./out@1000 --all-speech --output ./r
 """
-SAMPLE_RATE = 16000
-MIN_ENCODE_SAMPLES = 2560  # one AudioMAE patch (0.16 s): SemantiCodec's shortest input; shorter clips are padded
+SAMPLE_RATE = 16000  # references and estimates are scored at this rate (SemantiCodec's own)
 
 
 class Clip(NamedTuple):
@@ -310,15 +309,23 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
     one AudioMAE patch (0.16 s) is zero-padded to it for coding and its output cut back to its length."""
     import torch
 
-    from semanticodec_hf.cli import load_codec
+    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
 
-    codec, feature_extractor = load_codec(args.model, args.tiny)
+    if args.tiny:
+        print("WARNING: --tiny builds a small RANDOMLY INITIALISED model; its reconstructions are noise and its "
+              "scores mean nothing (pipeline test only).", file=sys.stderr)
+        codec, feature_extractor = SemantiCodecModel.tiny(seed=0), SemantiCodecFeatureExtractor()
+    else:
+        codec = SemantiCodecModel.from_pretrained(args.model)
+        feature_extractor = SemantiCodecFeatureExtractor.from_pretrained(args.model)
+    codec.eval()
+    minimum = feature_extractor.min_num_samples  # one AudioMAE patch (0.16 s): SemantiCodec's shortest input
     estimates, started, padded = {}, time.perf_counter(), []
     for clip in clips:
         audio = clip.audio.astype(np.float32)
-        if audio.size < MIN_ENCODE_SAMPLES:
+        if audio.size < minimum:
             padded.append(clip.name)
-            audio = np.pad(audio, (0, MIN_ENCODE_SAMPLES - audio.size))
+            audio = np.pad(audio, (0, minimum - audio.size))
         features = feature_extractor(audio, sampling_rate=SAMPLE_RATE)
         with torch.inference_mode():
             codes = codec.encode(features["input_features"], input_features_mask=features["input_features_mask"],
@@ -329,7 +336,7 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
         estimates[clip.name] = out.audio_values[0, 0, :length].double().numpy()
     print(f"SemantiCodec reconstructed {len(clips)} clips in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if padded:
-        print(f"note: {len(padded)} clip(s) shorter than {MIN_ENCODE_SAMPLES / SAMPLE_RATE} s were zero-padded for "
+        print(f"note: {len(padded)} clip(s) shorter than {minimum / SAMPLE_RATE} s were zero-padded for "
               f"SemantiCodec (its shortest input) and cut back: {', '.join(padded[:5])}", file=sys.stderr)
     if args.save_reconstructions:
         import soundfile as sf

@@ -68,7 +68,7 @@ import types  # noqa: E402
 
 import torch  # noqa: E402
 
-from semanticodec_hf import cli as cli_module  # noqa: E402
+from semanticodec_hf import cli_codec_commands  # noqa: E402
 from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count  # noqa: E402
 from semanticodec_hf.long_audio import reference_output_samples  # noqa: E402
 from semanticodec_hf.resampling import reference_output_length  # noqa: E402
@@ -328,7 +328,7 @@ def test_unexpected_errors_exit_1_and_interrupts_leave_nothing(stereo_wav, tmp_p
     def broken(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli_module, "_encode_group", broken)
+    monkeypatch.setattr(cli_codec_commands, "_encode_group", broken)
     assert_fails(["compress", str(stereo_wav), str(tmp_path / "x.sct")] + TINY, capsys, "this is a bug", code=1)
     monkeypatch.undo()
 

@@ -22,7 +22,7 @@ import soundfile as sf
 
 from semanticodec_hf import SemantiCodecConfig
 from semanticodec_hf import atomic_files
-from semanticodec_hf import cli as cli_module
+from semanticodec_hf import cli_audio_io, cli_codec_commands, cli_jobs
 from semanticodec_hf.atomic_files import atomic_write, is_temporary_name, remove_stale_temporaries
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.sct_format import write_sct
@@ -62,7 +62,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded: the check did not happen before the work")
 
-    monkeypatch.setattr(cli_module, "load_codec", refuse)
+    monkeypatch.setattr(cli_codec_commands, "load_codec", refuse)
 
 
 def fails(argv: List[str], capsys, *needles: str, code: int = 2) -> str:
@@ -201,9 +201,9 @@ def test_write_errors_after_the_work_are_one_line_and_spare_the_other_files(tmp_
     monkeypatch.setattr(atomic_files, "atomic_write", real)
 
     def disk_full(path, *args):
-        raise cli_module._write_failure(path, OSError(errno.ENOSPC, "No space left on device"))
+        raise cli_audio_io.write_failure(path, OSError(errno.ENOSPC, "No space left on device"))
 
-    monkeypatch.setattr(cli_module, "_write_audio", disk_full)
+    monkeypatch.setattr(cli_codec_commands, "write_audio", disk_full)
     fails(["roundtrip", str(good), str(tmp_path / "r.wav"), "--tiny", "--quiet", "--steps", "1"], capsys,
           "r.wav: No space left on device; the disk is full")
     assert not (tmp_path / "r.wav").exists() and not (tmp_path / "r.codes.npy").exists()
@@ -285,7 +285,7 @@ def test_glob_inputs_keep_only_input_files_and_say_how_many_were_skipped(tmp_pat
     assert [Path(r["file"]).name for r in json.loads(captured.out)] == ["a.sct", "b.sct"]
     assert "matches 2 files that are not input files (.sct); skipped them" in captured.err
     fails(["info", str(folder / "*.txt")], capsys, "matches 1 files, but none is an input file (.sct)")
-    jobs = cli_module.resolve_jobs([str(folder / "*")], str(tmp_path / "out"), cli_module.audio_suffixes(), ".sct")
+    jobs = cli_jobs.resolve_jobs([str(folder / "*")], str(tmp_path / "out"), cli_jobs.audio_suffixes(), ".sct")
     assert [job.source.name for job in jobs] == ["c.wav"]
 
 

@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from semanticodec_hf import SemantiCodecModel
 from semanticodec_hf.cli import PT_FORMAT_TAG
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.long_audio import reference_output_samples
@@ -138,11 +137,6 @@ def test_pt_code_files_are_bounded_like_sct_headers(good_sct, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ the model's own checks
-@pytest.fixture(scope="module")
-def tiny_model():
-    return SemantiCodecModel.tiny(seed=0)
-
-
 @pytest.mark.parametrize(
     "num_samples,message",
     [
@@ -155,22 +149,22 @@ def tiny_model():
         ([5, 6], "one positive length per item \\(1\\)"),
     ],
 )
-def test_decode_refuses_absurd_num_samples_with_a_value_error(tiny_model, num_samples, message):
+def test_decode_refuses_absurd_num_samples_with_a_value_error(tiny, num_samples, message):
     codes = torch.zeros(1, 2, 16, dtype=torch.long)
     with pytest.raises(ValueError, match=message):
-        tiny_model.decode(codes, num_samples=num_samples, num_inference_steps=1)
+        tiny.decode(codes, num_samples=num_samples, num_inference_steps=1)
     if isinstance(num_samples, list) and len(num_samples) == 1:
         with pytest.raises(ValueError, match=message.replace("\\[0\\]", "")):
-            next(tiny_model.decode_stream(codes[0], num_samples=num_samples[0], num_inference_steps=1))
+            next(tiny.decode_stream(codes[0], num_samples=num_samples[0], num_inference_steps=1))
 
 
-def test_decode_still_takes_every_integer_form_of_num_samples(tiny_model):
+def test_decode_still_takes_every_integer_form_of_num_samples(tiny):
     for num_samples in ([3000], (3000,), torch.tensor([3000]), torch.tensor([3000], dtype=torch.int32),
                         np.array([3000]), [np.int64(3000)], [torch.tensor(3000)], 3000):
         assert _check_num_samples(num_samples, 1) == [3000], num_samples
     codes = torch.zeros(2, 2, 16, dtype=torch.long)
     # a length past what the frames give (16 x 320 samples) is trimmed to them, as documented
-    out = tiny_model.decode(codes, num_samples=np.array([3000, 2**62]), num_inference_steps=1, seed=0)
+    out = tiny.decode(codes, num_samples=np.array([3000, 2**62]), num_inference_steps=1, seed=0)
     assert out.audio_values_lengths.tolist() == [3000, reference_output_samples(16, 100)]
 
 

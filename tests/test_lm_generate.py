@@ -118,13 +118,8 @@ def test_long_rows_are_counted_exactly_also_under_autocast(dtype):
     assert torch.isfinite(last[0]).sum() == 1 and torch.isfinite(last[0, layout.eos_token_id])
 
 
-@pytest.fixture(scope="module")
-def tiny_codec():
-    return SemantiCodecAudioTokenizer.tiny(seed=0)
-
-
-def test_continuation_has_the_requested_length_and_starts_with_the_prompt_reconstruction(tiny_codec):
-    engine = AudioContinuation(_random_lm(tiny_codec.layout), tiny_codec)
+def test_continuation_has_the_requested_length_and_starts_with_the_prompt_reconstruction(tiny_tokenizer):
+    engine = AudioContinuation(_random_lm(tiny_tokenizer.layout), tiny_tokenizer)
     rng = np.random.default_rng(0)
     prompts = [0.1 * rng.standard_normal(16000).astype(np.float32),
                0.1 * rng.standard_normal((2, 24000)).astype(np.float32)]  # stereo, 1.5 s
@@ -137,11 +132,11 @@ def test_continuation_has_the_requested_length_and_starts_with_the_prompt_recons
         assert torch.equal(wave[: prompt.shape[0]], prompt)
         assert out["codes"][i].shape[1] == out["target_frames"]
     # the same prompt alone, through the codec, reconstructs to the same audio (what `roundtrip` gives)
-    alone = tiny_codec.model.decode(tiny_codec.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
+    alone = tiny_tokenizer.model.decode(tiny_tokenizer.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
                                     num_inference_steps=5, seed=3).audio_values[0, 0]
     assert alone.pow(2).mean().sqrt() > 1e-2, "the tiny codec must be audible for this comparison to mean anything"
     torch.testing.assert_close(out["audio"][0][:16000], alone, rtol=1e-4, atol=1e-6)  # batch-size rounding only
-    other_seed = tiny_codec.model.decode(tiny_codec.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
+    other_seed = tiny_tokenizer.model.decode(tiny_tokenizer.encode_audio(prompts[0], 16000)[None], num_samples=[16000],
                                          num_inference_steps=5, seed=4).audio_values[0, 0]
     assert (other_seed - alone).abs().max() > 0.1 * alone.abs().max()
     again = engine.continue_audio([prompts[0], prompts[1]], 16000, seconds=2.0, num_inference_steps=5,
@@ -151,18 +146,18 @@ def test_continuation_has_the_requested_length_and_starts_with_the_prompt_recons
     with pytest.raises(ValueError, match="must exceed the prompt"):
         engine.continue_audio([prompts[0]], 16000, seconds=0.5)
     with pytest.raises(ValueError, match="longer context"):
-        AudioContinuation(_random_lm(tiny_codec.layout, positions=64), tiny_codec).continue_audio(
+        AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=64), tiny_tokenizer).continue_audio(
             [prompts[0]], 16000, seconds=2.0)
 
 
-def test_continue_command_end_to_end(tmp_path, tiny_codec):
+def test_continue_command_end_to_end(tmp_path, tiny_tokenizer):
     """Tokenizer layout saved with the LM, codec folder given on the command line, wav written."""
     from semanticodec_hf.cli import main as cli_main
 
     lm_dir, codec_dir = tmp_path / "lm", tmp_path / "codec"
-    _random_lm(tiny_codec.layout).save_pretrained(lm_dir)
-    SemantiCodecAudioTokenizer(layout=tiny_codec.layout).save_pretrained(lm_dir, save_codec=False)
-    tiny_codec.save_pretrained(codec_dir)
+    _random_lm(tiny_tokenizer.layout).save_pretrained(lm_dir)
+    SemantiCodecAudioTokenizer(layout=tiny_tokenizer.layout).save_pretrained(lm_dir, save_codec=False)
+    tiny_tokenizer.save_pretrained(codec_dir)
     prompt = tmp_path / "prompt.wav"
     sf.write(str(prompt), 0.1 * np.random.default_rng(1).standard_normal(8000), 8000)  # 1 s at 8 kHz
     out = tmp_path / "out.wav"
@@ -282,8 +277,8 @@ def _prompt_file(path, seconds, rate=16000):
     return path
 
 
-def test_decode_settings_are_checked_before_any_generation(tiny_codec, monkeypatch):
-    engine = AudioContinuation(_random_lm(tiny_codec.layout), tiny_codec)
+def test_decode_settings_are_checked_before_any_generation(tiny_tokenizer, monkeypatch):
+    engine = AudioContinuation(_random_lm(tiny_tokenizer.layout), tiny_tokenizer)
     monkeypatch.setattr(engine.lm, "generate", lambda **kwargs: pytest.fail("generation ran before the check"))
     prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
     with pytest.raises(ValueError, match=r"--steps 3 cannot be decoded with the ddim sampler.*Nearby valid"):
@@ -292,19 +287,19 @@ def test_decode_settings_are_checked_before_any_generation(tiny_codec, monkeypat
         engine.continue_audio([prompt], 16000, seconds=2.0, sampler="fast")
     with pytest.raises(ValueError, match="positive integer"):
         engine.continue_audio([prompt], 16000, seconds=2.0, num_inference_steps=0)
-    default = tiny_codec.model.config.num_inference_steps
-    tiny_codec.model.config.num_inference_steps = 37
+    default = tiny_tokenizer.model.config.num_inference_steps
+    tiny_tokenizer.model.config.num_inference_steps = 37
     try:  # no --steps: the codec's default count is the one checked
         with pytest.raises(ValueError, match="--steps 37"):
             engine.continue_audio([prompt], 16000, seconds=2.0)
     finally:
-        tiny_codec.model.config.num_inference_steps = default
+        tiny_tokenizer.model.config.num_inference_steps = default
 
 
-def test_too_long_a_request_names_the_seconds_that_fit(tiny_codec):
+def test_too_long_a_request_names_the_seconds_that_fit(tiny_tokenizer):
     import re
 
-    engine = AudioContinuation(_random_lm(tiny_codec.layout, positions=160), tiny_codec)
+    engine = AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=160), tiny_tokenizer)
     prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)  # 1 s: 57 frames, 115 ids
     with pytest.raises(ValueError, match="longest that fits") as refused:
         engine.continue_audio([prompt], 16000, seconds=4.0)
@@ -315,14 +310,14 @@ def test_too_long_a_request_names_the_seconds_that_fit(tiny_codec):
     out = engine.continue_audio([prompt], 16000, seconds=fits, num_inference_steps=5)  # the advice works
     assert out["audio"][0].shape == (int(round(fits * 16000)),)
     with pytest.raises(ValueError, match="prompts alone leave no room"):
-        AudioContinuation(_random_lm(tiny_codec.layout, positions=100), tiny_codec).continue_audio(
+        AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=100), tiny_tokenizer).continue_audio(
             [prompt], 16000, seconds=2.0)
 
 
-def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_codec, capsys):
+def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_tokenizer, capsys):
     from semanticodec_hf.cli import main as cli_main
 
-    lm_dir = _save_lm(_random_lm(tiny_codec.layout), tiny_codec.layout, tmp_path / "lm")
+    lm_dir = _save_lm(_random_lm(tiny_tokenizer.layout), tiny_tokenizer.layout, tmp_path / "lm")
     short = _prompt_file(tmp_path / "short.wav", 0.05)
     capsys.readouterr()
     assert cli_main(["continue", str(short), str(tmp_path / "out.wav"), "--lm", str(lm_dir), "--tiny",
@@ -339,13 +334,13 @@ def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_codec, capsys):
     assert not (tmp_path / "out.wav").exists()
 
 
-def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp_path, tiny_codec, capsys):
+def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp_path, tiny_tokenizer, capsys):
     """--tiny: the random tiny codec in the tiny recipe's layout; --allow-early-eos: stop where the LM writes <eos>."""
-    from semanticodec_hf.lm.generate import reference_samples_for
     from semanticodec_hf.cli import main as cli_main
     from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
+    from semanticodec_hf.long_audio import reference_output_samples
 
-    layout = tiny_codec.layout
+    layout = tiny_tokenizer.layout
     assert (layout.semantic_vocab_size, layout.acoustic_vocab_size) == (64, 128)  # = recipes/lm_tiny_cpu.yaml
     lm = _random_lm(layout)
     with torch.no_grad():  # an LM that writes <eos> whenever it may: the final norm emits v, and only <eos> aligns
@@ -364,4 +359,22 @@ def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp
     early, rate = sf.read(str(tmp_path / "early.wav"))
     # the LM stopped right after the prompt's frames: the output is the prompt's frames, not 1.5 s
     frames = reference_frame_count(16000, 100)
-    assert rate == 16000 and early.shape == (min(24000, reference_samples_for(frames, 100)),) and early.shape[0] < 24000
+    assert rate == 16000 and early.shape == (min(24000, reference_output_samples(frames, 100)),) and early.shape[0] < 24000
+
+
+def test_continue_output_has_the_same_file_mode_as_the_codec_commands_outputs(tmp_path, tiny_tokenizer):
+    """The LM command writes through the shared `atomic_files` module: its output is not left at mkstemp's 0600."""
+    import os
+    import stat
+
+    from semanticodec_hf.cli import main as cli_main
+
+    lm_dir = _save_lm(_random_lm(tiny_tokenizer.layout), tiny_tokenizer.layout, tmp_path / "lm")
+    prompt = _prompt_file(tmp_path / "p.wav", 1.0)
+    assert cli_main(["continue", str(prompt), str(tmp_path / "lm_out.wav"), "--lm", str(lm_dir), "--tiny",
+                     "--seconds", "1.5", "--steps", "5"]) == 0
+    assert cli_main(["compress", str(prompt), str(tmp_path / "codec_out.sct"), "--tiny", "--quiet"]) == 0
+    lm_mode, codec_mode = (stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("lm_out.wav", "codec_out.sct"))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert lm_mode == codec_mode == 0o666 & ~mask

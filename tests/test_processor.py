@@ -16,8 +16,8 @@ from semanticodec_hf import (
 
 
 @pytest.fixture(scope="module")
-def model() -> SemantiCodecModel:
-    return SemantiCodecModel.tiny(seed=5)
+def model(tiny_codec_factory) -> SemantiCodecModel:
+    return tiny_codec_factory(seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@
 import ast
 import json
 import os
-import re
 import site
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel, Sem
 
 SEED, STEPS = 3, 2
 REMOTE_FILES = {"configuration_semanticodec.py", "modeling_semanticodec.py", "feature_extraction_semanticodec.py",
-                "processing_semanticodec.py"}
+                "processing_semanticodec.py", "modeling_semanticodec_quantizer.py"}
 
 # Blocks every import of the package, as in an environment where it is not installed.
 BLOCK_PACKAGE = textwrap.dedent("""

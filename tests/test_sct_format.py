@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
+from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor
 from semanticodec_hf.configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES
 from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count
 from semanticodec_hf.atomic_files import atomic_write
@@ -260,15 +260,6 @@ def test_pack_unpack_are_vectorised_fast_for_hours_of_frames():
 
 
 # ------------------------------------------------------------------------------------- property test
-_MODELS = {}
-
-
-def tiny_model(token_rate):
-    if token_rate not in _MODELS:
-        _MODELS[token_rate] = SemantiCodecModel.tiny(token_rate=token_rate)  # ids vary: real codes are packed
-    return _MODELS[token_rate]
-
-
 @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     token_rate=st.sampled_from(PUBLISHED_TOKEN_RATES),
@@ -277,8 +268,9 @@ def tiny_model(token_rate):
     seconds=st.floats(0.17, 11.0),
     integer_pcm=st.booleans(),
 )
-def test_encode_pack_unpack_decode_shapes(one_thread, token_rate, sampling_rate, channels, seconds, integer_pcm):
-    model = tiny_model(token_rate)
+def test_encode_pack_unpack_decode_shapes(one_thread, tiny_codec_factory, token_rate, sampling_rate, channels, seconds,
+                                          integer_pcm):
+    model = tiny_codec_factory(token_rate=token_rate)  # ids vary: real codes are packed
     length = int(seconds * sampling_rate)
     rng = np.random.default_rng(length)
     audio = (0.3 * rng.standard_normal((channels, length))).astype(np.float32)

@@ -31,11 +31,6 @@ def random_codes(rng, frames: int, semantic: int, acoustic: int = ACOUSTIC) -> t
     return torch.from_numpy(np.stack(rows))
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return SemantiCodecAudioTokenizer.tiny(seed=0)
-
-
 def chirp(seconds: float, sampling_rate: int) -> np.ndarray:
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
     return (0.5 * np.sin(2 * np.pi * (150 + 200 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
@@ -162,36 +157,36 @@ def test_codes_out_of_range_are_rejected():
 
 
 # ------------------------------------------------------------------------------------------------ audio
-def test_audio_ids_match_model_encode_and_batching(tiny):
+def test_audio_ids_match_model_encode_and_batching(tiny_tokenizer):
     clips = [chirp(3.0, 16000), chirp(0.5, 16000), np.zeros(16000, np.float32), chirp(11.0, 16000)]
-    batch = tiny(clips, sampling_rate=16000, return_audio_codes=True)
+    batch = tiny_tokenizer(clips, sampling_rate=16000, return_audio_codes=True)
     for clip, ids, codes, frames in zip(clips, batch["input_ids"], batch["audio_codes"], batch["num_frames"]):
-        alone = tiny(clip, sampling_rate=16000)
+        alone = tiny_tokenizer(clip, sampling_rate=16000)
         assert alone["input_ids"] == ids and alone["num_frames"] == frames
-        features = tiny.feature_extractor(clip, sampling_rate=16000)
-        out = tiny.model.encode(**features)
+        features = tiny_tokenizer.feature_extractor(clip, sampling_rate=16000)
+        out = tiny_tokenizer.model.encode(**features)
         reference = out.audio_codes[0, :, : int(out.audio_codes_lengths[0])]
         assert torch.equal(codes, reference)
-        body = codes_to_ids(reference, tiny.layout, "interleaved").tolist()
-        assert ids == [tiny.bos_token_id, *body, tiny.eos_token_id]
-        assert torch.equal(tiny.decode_ids(ids), codes)
+        body = codes_to_ids(reference, tiny_tokenizer.layout, "interleaved").tolist()
+        assert ids == [tiny_tokenizer.bos_token_id, *body, tiny_tokenizer.eos_token_id]
+        assert torch.equal(tiny_tokenizer.decode_ids(ids), codes)
     assert len(set(batch["input_ids"][0][1:-1:2])) > 3, "ids should vary (informative tiny codebooks)"
     batch["audio_codes"][0][0, 0] = 0  # ordinary tensors, not inference-mode ones
 
 
-def test_audio_call_shapes_and_rates(tiny):
+def test_audio_call_shapes_and_rates(tiny_tokenizer):
     clip = chirp(2.0, 44100)
-    single = tiny(clip, sampling_rate=44100)
+    single = tiny_tokenizer(clip, sampling_rate=44100)
     assert isinstance(single["input_ids"], list) and isinstance(single["input_ids"][0], int)
-    pt = tiny([clip, clip[:30000]], sampling_rate=[44100, 44100], return_tensors="pt", padding_side="left")
+    pt = tiny_tokenizer([clip, clip[:30000]], sampling_rate=[44100, 44100], return_tensors="pt", padding_side="left")
     assert pt["input_ids"].shape[0] == 2 and pt["attention_mask"][1, 0] == 0
     assert pt["input_ids"][0].tolist() == single["input_ids"]
     with pytest.raises(ValueError, match="sampling_rate"):
-        tiny(clip)
+        tiny_tokenizer(clip)
     with pytest.raises(ValueError, match="Audio item 1.*0.16 s") as short:
-        tiny([clip, clip[:100]], sampling_rate=44100)
+        tiny_tokenizer([clip, clip[:100]], sampling_rate=44100)
     assert "item 0" not in str(short.value), "the failing item is named once, by its place in the batch"
-    padded = SemantiCodecAudioTokenizer(tiny.model, short_audio="pad")(clip[:100], sampling_rate=44100)
+    padded = SemantiCodecAudioTokenizer(tiny_tokenizer.model, short_audio="pad")(clip[:100], sampling_rate=44100)
     assert padded["num_frames"] > 0
 
 
@@ -203,22 +198,23 @@ def test_time_structure_is_exposed(token_rate, per_step, seconds):
     assert tokenizer.ids_per_second == pytest.approx(token_rate)
 
 
-def test_ids_to_audio(tiny):
-    ids = tiny([chirp(1.0, 16000), chirp(0.4, 16000)], sampling_rate=16000)["input_ids"]
-    waves = tiny.ids_to_audio(ids, num_inference_steps=2, seed=0)
+def test_ids_to_audio(tiny_tokenizer):
+    ids = tiny_tokenizer([chirp(1.0, 16000), chirp(0.4, 16000)], sampling_rate=16000)["input_ids"]
+    waves = tiny_tokenizer.ids_to_audio(ids, num_inference_steps=2, seed=0)
     assert len(waves) == 2 and waves[0].ndim == 1 and waves[0].shape[0] > waves[1].shape[0] > 0
     assert all(wave.pow(2).mean().sqrt() > 1e-2 for wave in waves), "the tiny codec must be audible"
-    single = tiny.ids_to_audio(ids[1], num_inference_steps=2, seed=1)
+    single = tiny_tokenizer.ids_to_audio(ids[1], num_inference_steps=2, seed=1)
     torch.testing.assert_close(single, waves[1], rtol=1e-4, atol=1e-6)  # batch-size rounding in the UNet
-    other_seed = tiny.ids_to_audio(ids[1], num_inference_steps=2, seed=0)  # item i of a batch uses seed + i
+    other_seed = tiny_tokenizer.ids_to_audio(ids[1], num_inference_steps=2, seed=0)  # item i of a batch uses seed + i
     assert (other_seed - waves[1]).abs().max() > 0.1 * waves[1].abs().max()
     with pytest.raises(ValueError, match="semantic_only ids cannot be turned into audio"):
-        SemantiCodecAudioTokenizer(tiny.model, pattern="semantic_only").ids_to_audio(ids[0][::2])
+        SemantiCodecAudioTokenizer(tiny_tokenizer.model, pattern="semantic_only").ids_to_audio(ids[0][::2])
 
 
 # ------------------------------------------------------------------------------------------------ save / load
-def test_save_and_load_round_trip(tiny, tmp_path):
-    tokenizer = SemantiCodecAudioTokenizer(tiny.model, tiny.feature_extractor, pattern="semantic_then_acoustic")
+def test_save_and_load_round_trip(tiny_tokenizer, tmp_path):
+    tokenizer = SemantiCodecAudioTokenizer(tiny_tokenizer.model, tiny_tokenizer.feature_extractor,
+                                           pattern="semantic_then_acoustic")
     tokenizer.save_pretrained(tmp_path / "tok")
     saved = json.loads((tmp_path / "tok" / AUDIO_TOKENIZER_CONFIG_NAME).read_text())
     assert saved["layout"]["vocab_size"] == tokenizer.vocab_size and saved["codec"] == {"location": "this_folder"}
@@ -230,13 +226,14 @@ def test_save_and_load_round_trip(tiny, tmp_path):
 
     # A reference to the codec instead of a copy; a plain codec folder; ids-only loading.
     codec_reference = str(tmp_path / "tok")
-    referring = SemantiCodecAudioTokenizer(tiny.model, codec_name_or_path=codec_reference, pattern="semantic_only")
+    referring = SemantiCodecAudioTokenizer(tiny_tokenizer.model, codec_name_or_path=codec_reference,
+                                           pattern="semantic_only")
     referring.save_pretrained(tmp_path / "ref", save_codec=False)
     assert not (tmp_path / "ref" / "model.safetensors").exists()
     by_reference = SemantiCodecAudioTokenizer.from_pretrained(tmp_path / "ref")
     assert by_reference.pattern == "semantic_only" and by_reference.model is not None
-    tiny.model.save_pretrained(tmp_path / "codec")
-    tiny.feature_extractor.save_pretrained(tmp_path / "codec")
+    tiny_tokenizer.model.save_pretrained(tmp_path / "codec")
+    tiny_tokenizer.feature_extractor.save_pretrained(tmp_path / "codec")
     plain = SemantiCodecAudioTokenizer.from_pretrained(tmp_path / "codec")
     assert plain.pattern == "interleaved" and plain.layout == tokenizer.layout
     light = SemantiCodecAudioTokenizer.from_pretrained(tmp_path / "tok", load_codec=False)

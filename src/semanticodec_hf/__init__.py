@@ -38,6 +38,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from typing import Any, List
+
     from .acoustic_bpe import AcousticBPE
     from .audio_token_layout import SemantiCodecVocabularyLayout
     from .configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES, SemantiCodecConfig

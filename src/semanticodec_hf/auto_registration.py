@@ -19,6 +19,10 @@ from __future__ import annotations
 import sys
 import threading
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for static analysers only
+    from typing import Any, Callable, List, Tuple
+
 # No `typing` / `importlib.abc` imports: this module runs at every interpreter start (the startup hook), and
 # annotations stay strings (`from __future__ import annotations`).
 

@@ -18,7 +18,6 @@ Audio values may be decoded dicts (`{"array", "sampling_rate"}`), file paths, or
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .processing_semanticodec import read_audio
 from .tokenization_semanticodec import (
     AUDIO_TOKENIZER_FORMAT_VERSION,
     AudioItemError,
@@ -58,39 +58,14 @@ def load_audio(value: Any, row: Optional[int] = None, root: Optional[str] = None
     """One audio cell -> (float32 `[channels, samples]` or `[samples]`, sampling rate).
 
     Accepts `{"array", "sampling_rate"}`, a path (relative paths are taken from `root` when given),
-    `{"bytes", "path"}` or a decoder object with `get_all_samples()` (torchcodec, when installed).
+    `{"bytes", "path"}` or a decoder object with `get_all_samples()` (torchcodec, when installed). The reading is
+    `processing_semanticodec.read_audio`'s; its errors are prefixed with the row.
     """
-    where = f"row {row}" if row is not None else "audio value"
-    if isinstance(value, dict) and value.get("array") is not None:
-        if value.get("sampling_rate") is None:
-            raise ValueError(f"Audio {where} has an `array` but no `sampling_rate`.")
-        return np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
-    source: Any = None
-    if isinstance(value, dict):
-        if value.get("bytes") is not None:
-            source = io.BytesIO(value["bytes"])
-        elif value.get("path") is not None:
-            source = value["path"]
-    elif isinstance(value, (str, os.PathLike)):
-        source = value
-    elif hasattr(value, "get_all_samples"):
-        samples = value.get_all_samples()
-        return samples.data.cpu().numpy().astype(np.float32), int(samples.sample_rate)
-    if source is None:
-        raise ValueError(
-            f"Audio {where} is {type(value).__name__} {str(value)[:80]!r}; expected a path, "
-            "{'array', 'sampling_rate'} or {'bytes', 'path'} (cast the column with datasets.Audio(decode=False))."
-        )
-    import soundfile as sf
-
-    if root is not None and isinstance(source, (str, os.PathLike)) and not os.path.isabs(source):
-        source = os.path.join(root, source)
     try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises several types; name the file either way
-        name = value.get("path") if isinstance(value, dict) else value
-        raise ValueError(f"Could not read audio {where} ({name}): {error}") from error
-    return np.ascontiguousarray(data.T), int(rate)
+        return read_audio(value, root=root, allow_empty=True)  # callers skip or pad empty clips themselves
+    except ValueError as error:
+        where = f"row {row}" if row is not None else "value"
+        raise ValueError(f"Could not read audio {where} of the dataset: {error}") from error
 
 
 def codec_identity(settings: Dict[str, Any]) -> Dict[str, Any]:

@@ -10,14 +10,153 @@ Self-contained on purpose: this file and its relative imports travel into saved 
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Union
+import io
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
+import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .audio_token_layout import SemantiCodecVocabularyLayout
-from .tokenization_semanticodec import SemantiCodecAudioTokenizer
+from .feature_extraction_semanticodec import batch_features
+from .tokenization_semanticodec import SemantiCodecAudioTokenizer, pad_codes
+
+
+def read_audio(value: Any, root: Optional[str] = None, max_seconds: Optional[float] = None,
+               limit_name: str = "max_seconds", allow_empty: bool = False) -> Tuple[np.ndarray, int]:
+    """One audio value -> (float32 audio, its sampling rate): the one audio reader of the package (the command
+    line, the LM's prompts and the datasets helpers all call it).
+
+    `value` is a path (relative paths are taken from `root` when given), `{"bytes": ..., "path": ...}`,
+    `{"array": ..., "sampling_rate": ...}` (returned as given, as float32) or a decoder object with
+    `get_all_samples()` (torchcodec). Files and bytes give channels-first `[channels, samples]`. With
+    `max_seconds`, a longer file is refused from its header, before its samples are read (`limit_name` names
+    the setting in the message). Every failure is a ValueError of one line naming the source: a missing file,
+    a folder, an unreadable or corrupt file, a file without samples (unless `allow_empty`: then `[channels, 0]`),
+    an unknown kind of value.
+    """
+    if isinstance(value, dict) and value.get("array") is not None:
+        if value.get("sampling_rate") is None:
+            raise ValueError("the audio has an `array` but no `sampling_rate`.")
+        return np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+    if hasattr(value, "get_all_samples"):
+        samples = value.get_all_samples()
+        return samples.data.cpu().numpy().astype(np.float32), int(samples.sample_rate)
+    source: Any = None
+    if isinstance(value, dict):
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value.get("path")
+    elif isinstance(value, (str, os.PathLike)):
+        source = value
+    if source is None:
+        raise ValueError(
+            f"the audio is {type(value).__name__} {str(value)[:80]!r}; expected a path, {{'array', "
+            "'sampling_rate'}} or {'bytes', 'path'} (cast a datasets column with datasets.Audio(decode=False))."
+        )
+    name = (value.get("path") or "the audio bytes") if isinstance(value, dict) else value
+    if not isinstance(source, io.BytesIO):
+        if root is not None and not os.path.isabs(source):
+            source = os.path.join(root, source)
+        if os.path.isdir(source):
+            raise ValueError(f"{name} is a folder, not an audio file.")
+        if not os.path.exists(source):
+            raise ValueError(f"audio file {name} does not exist.")
+        source = os.fspath(source)
+    import soundfile as sf
+
+    def unreadable(error: Exception) -> ValueError:
+        return ValueError(f"cannot read {name} as audio ({error}); is it a corrupt or unsupported file?")
+
+    try:
+        handle = sf.SoundFile(source)
+    except Exception as error:  # soundfile raises several types for unreadable files; name the file either way
+        raise unreadable(error) from error
+    with handle:
+        frames, rate = handle.frames, handle.samplerate
+        if rate <= 0 or (frames <= 0 and not allow_empty):
+            raise ValueError(f"{name} holds no audio samples (empty file).")
+        if max_seconds and frames / rate > max_seconds:
+            raise ValueError(
+                f"{name} lasts {frames / rate:.0f} s, more than {limit_name} {max_seconds:g} s. The whole file is "
+                "held in memory (about 1 GB per hour at 48 kHz stereo, plus features); split it, or raise "
+                f"{limit_name} (0 = no limit) if the machine has the memory."
+            )
+        try:
+            audio = handle.read(dtype="float32", always_2d=True)
+        except Exception as error:
+            raise unreadable(error) from error
+    if audio.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} holds no audio samples (empty file).")
+    return np.ascontiguousarray(audio.T), int(rate)
+
+
+STREAM_ENCODE_WINDOWS = 32  # clips longer than this many encoder windows (~5.5 min) are encoded as a stream
+
+
+def clip_features(feature_extractor: Any, audio: Any, sampling_rate: int, stream: bool = True) -> Dict[str, Any]:
+    """One clip's encoder input for `encode_features`: the feature extractor's output (`return_tensors="pt"`),
+    or, with `stream` and a clip longer than `STREAM_ENCODE_WINDOWS` windows, `{"stream": (num_samples, blocks)}`:
+    a lazy stream of fbank blocks (`iter_features`), so that memory stays bounded. The extractor's ValueErrors
+    (too short, silent, bad rate, ...) pass through."""
+    window_seconds = feature_extractor.window_samples / feature_extractor.sampling_rate  # 10.24
+    if stream and np.shape(audio)[-1] / sampling_rate > STREAM_ENCODE_WINDOWS * window_seconds:
+        return {"stream": feature_extractor.iter_features(audio, sampling_rate=sampling_rate)}
+    return feature_extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
+
+
+def encode_features(model: Any, items: Sequence[Dict[str, Any]], max_windows_per_batch: int,
+                    padding_value: float = 0.0) -> List[Tuple[Any, int]]:
+    """Clips' encoder inputs (`clip_features`) -> `(codes [2, F] int64 CPU tensor, num_samples)` per clip.
+
+    Streamed clips are encoded alone, block by block (`model.encode_stream`). The others are grouped by length
+    so that clips x the longest clip's windows <= `max_windows_per_batch`, one `model.encode` call per group
+    (`batch_features` pads them with `padding_value`); every clip gets exactly the codes it gets alone. The model
+    is an argument: the processor holds no weights."""
+    results: List[Any] = [None] * len(items)
+    batched = []
+    for index, item in enumerate(items):
+        if "stream" in item:
+            num_samples, blocks = item["stream"]
+            encoded = model.encode_stream(blocks, num_samples, max_batch_size=max_windows_per_batch)
+            results[index] = (encoded.audio_codes[0].cpu().clone(), int(num_samples))
+        else:
+            batched.append(index)
+    window_frames = model.config.window_frames
+    windows = {index: int(items[index]["input_features"].shape[1]) // window_frames for index in batched}
+    groups: List[List[int]] = []
+    for index in sorted(batched, key=lambda i: windows[i]):
+        if groups and (len(groups[-1]) + 1) * windows[index] <= max_windows_per_batch:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    device = next(model.parameters()).device
+    for group in groups:
+        batch = batch_features([items[index] for index in group], padding_value)
+        out = model.encode(
+            batch["input_features"].to(device), input_features_mask=batch["input_features_mask"].to(device),
+            num_samples=batch["num_samples"], max_batch_size=max_windows_per_batch,
+        )
+        for row, index in enumerate(group):
+            # A clone made outside inference mode is an ordinary tensor that callers may modify in place.
+            codes = out.audio_codes[row, :, : int(out.audio_codes_lengths[row])].cpu().clone()
+            results[index] = (codes, int(batch["num_samples"][row]))
+    return results
+
+
+def decode_codes(model: Any, codes: Sequence[Any], num_samples: Optional[Sequence[int]] = None,
+                 seed: Optional[Union[int, Sequence[int]]] = None, **decode_kwargs: Any) -> List[Any]:
+    """Clips' codes `[2, F_i]` -> their waveforms `[samples]` (CPU tensors at the codec's rate) in one batched
+    `model.decode` call: the codes are padded together (`pad_codes`) and each output is cut to its clip's length
+    (`num_samples[i]` when given, else the codec's output length for its frames). `seed` and `decode_kwargs`
+    (`num_inference_steps`, `sampler`, `guidance_scale`, `max_batch_size`, ...) go to `model.decode`. The model
+    is an argument: the processor holds no weights."""
+    audio_codes, lengths = pad_codes(codes)
+    if num_samples is not None:
+        decode_kwargs["num_samples"] = num_samples
+    if seed is not None:
+        decode_kwargs["seed"] = seed
+    out = model.decode(audio_codes, audio_codes_lengths=lengths, **decode_kwargs)
+    return [out.audio_values[i, 0, : int(out.audio_values_lengths[i])].cpu().clone() for i in range(len(lengths))]
 
 
 class SemantiCodecProcessor(ProcessorMixin):
@@ -87,6 +226,13 @@ class SemantiCodecProcessor(ProcessorMixin):
         return files
 
     # ------------------------------------------------------------------------------------ audio -> inputs
+    read_audio = staticmethod(read_audio)
+    batch_features = staticmethod(batch_features)
+    pad_codes = staticmethod(pad_codes)
+    decode_codes = staticmethod(decode_codes)
+    clip_features = staticmethod(clip_features)
+    encode_features = staticmethod(encode_features)
+
     def __call__(self, audio: Any = None, sampling_rate: Optional[int] = None, **kwargs: Any) -> BatchFeature:
         """Audio -> `model.encode` inputs: the feature extractor's `__call__` (same arguments)."""
         if audio is None:
@@ -129,12 +275,7 @@ class SemantiCodecProcessor(ProcessorMixin):
         if empty:
             raise ValueError(f"Sequence(s) {empty} hold no audio ids (only special tokens or nothing): nothing to "
                              "decode. Drop them, or generate at least one frame.")
-        streams = clips[0].shape[0]
-        longest = max(int(clip.shape[-1]) for clip in clips)
-        audio_codes = torch.zeros(len(clips), streams, longest, dtype=torch.long)
-        for row, clip in enumerate(clips):
-            audio_codes[row, :, : clip.shape[-1]] = clip
-        lengths = torch.tensor([int(clip.shape[-1]) for clip in clips], dtype=torch.long)
+        audio_codes, lengths = pad_codes(clips)
         return BatchFeature({"audio_codes": audio_codes, "audio_codes_lengths": lengths})
 
     def join_clips(self, clips: Sequence[Any]) -> List[int]:

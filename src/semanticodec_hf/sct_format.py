@@ -41,20 +41,20 @@ from typing import Any, Collection, Optional, Tuple, Union
 import numpy as np
 
 from .atomic_files import atomic_write
+from .codec_timing import PATCH_SAMPLES  # 0.16 s at 16 kHz: the encoder rounds every input up to whole patches
+from .codec_timing import SAMPLING_RATE as CODEC_SAMPLING_RATE  # the header's sample count is at this rate
 
 MAGIC = b"SCT\x1a"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<4sBBHIIIQIII")
 HEADER_SIZE = _HEADER.size  # 40
 _CRC_OFFSET = 32
-CODEC_SAMPLING_RATE = 16000
 # The published token rates (configuration_semanticodec.PUBLISHED_TOKEN_RATES, repeated so that reading a header
 # imports neither torch nor transformers; a test keeps the two equal).
 SCT_TOKEN_RATES = (25, 50, 100)
 # The highest original sampling rate a file may declare: `decompress --original-rate` resamples to it, so a
 # corrupt 4.29 GHz would write gigabytes per second of audio. 384 kHz is the highest rate audio interfaces record.
 MAX_ORIGINAL_SAMPLING_RATE = 384_000
-PATCH_SAMPLES = 2560  # 0.16 s at 16 kHz: the encoder rounds every input up to whole patches
 _READ_REMEDY = "the file is corrupt or was not written by semanticodec-hf; re-create it from the audio (`compress`)."
 _WRITE_REMEDY = "pass the values the feature extractor and the model gave with these codes."
 PathLike = Union[str, os.PathLike]
@@ -118,7 +118,7 @@ class SctHeader:
 
 
 # ---------------------------------------------------------------------------------------------- bit packing
-def _check_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: int) -> np.ndarray:
+def check_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: int) -> np.ndarray:
     """`codes` as int64 `(2, F)` with every id inside its vocabulary, or a `SctFormatError` naming the first bad id."""
     if hasattr(codes, "detach"):  # a torch tensor, without importing torch here
         codes = codes.detach().cpu().numpy()
@@ -147,7 +147,7 @@ def _bit_weights(width: int) -> np.ndarray:
 
 def pack_codes(codes: Any, semantic_vocab_size: int, acoustic_codebook_size: int) -> bytes:
     """Codes `(2, F)` -> `ceil(F * (s + a) / 8)` bytes (per frame: s semantic bits, a acoustic bits, MSB first)."""
-    codes = _check_codes(codes, semantic_vocab_size, acoustic_codebook_size).astype(np.uint64)
+    codes = check_codes(codes, semantic_vocab_size, acoustic_codebook_size).astype(np.uint64)
     s, a = bit_width(semantic_vocab_size), bit_width(acoustic_codebook_size)
     # [F, s] and [F, a] bit matrices, one row per frame; concatenating them gives the frame's s + a bits in order.
     semantic_bits = (codes[0][:, None] >> np.arange(s - 1, -1, -1, dtype=np.uint64)) & np.uint64(1)
@@ -171,7 +171,7 @@ def unpack_codes(payload: bytes, num_frames: int, semantic_vocab_size: int, acou
     bits = bits.reshape(num_frames, s + a).astype(np.uint64)
     codes = np.stack([bits[:, :s] @ _bit_weights(s), bits[:, s:] @ _bit_weights(a)]).astype(np.int64)
     # Ids >= vocab fit in the bit width when a vocabulary is not a power of two; they are corruption.
-    return _check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
+    return check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
 
 
 # ------------------------------------------------------------------------------------------ header bounds
@@ -301,7 +301,7 @@ def encode_sct(
 
     The header is bounded exactly as `read_header` bounds it, so nothing is written that a reader refuses.
     `token_rates`: the accepted token rates (the published ones; pass a custom model's own rate to allow it)."""
-    codes = _check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
+    codes = check_codes(codes, semantic_vocab_size, acoustic_codebook_size)
     header = SctHeader(
         token_rate=_check_field("token_rate", token_rate, 1, 0xFFFF),
         semantic_vocab_size=_check_field("semantic_vocab_size", semantic_vocab_size, 2, 0xFFFFFFFF),
@@ -373,8 +373,10 @@ def decode_sct(
     return header, codes
 
 
-def check_variant(header: SctHeader, config: Any, source: str = "the file") -> None:
-    """Refuse codes of another variant than `config`'s: they would decode to garbage, not fail."""
+def check_variant(header: Any, config: Any, source: str = "the file") -> None:
+    """Refuse codes of another variant than `config`'s: they would decode to garbage, not fail. `header` is a
+    `SctHeader` or anything else with `token_rate`, `semantic_vocab_size` and `acoustic_codebook_size` (the
+    variant recorded in a `.pt` code file, say)."""
     expected = (config.token_rate, config.semantic_vocab_size, config.acoustic_codebook_size)
     found = (header.token_rate, header.semantic_vocab_size, header.acoustic_codebook_size)
     if expected != found:
@@ -435,6 +437,7 @@ __all__ = [
     "SctHeader",
     "bit_width",
     "check_code_fields",
+    "check_codes",
     "check_header",
     "check_num_samples",
     "check_original_sampling_rate",

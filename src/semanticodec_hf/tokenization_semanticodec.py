@@ -12,11 +12,10 @@ clip's last time step may be partial. Patterns keep the codec's frame order.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from .audio_token_layout import (
     ids_to_codes,
     strip_special_tokens,
 )
+from .codec_timing import SAMPLING_RATE as _PUBLISHED_SAMPLING_RATE
 
 if TYPE_CHECKING:  # the codec classes are imported lazily: ids-only use needs no model code
     from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
@@ -45,8 +45,6 @@ logger = logging.get_logger(__name__)
 AUDIO_TOKENIZER_CONFIG_NAME = "audio_tokenizer_config.json"
 AUDIO_TOKENIZER_FORMAT_VERSION = 1
 SHORT_AUDIO_RULES = ("raise", "pad")
-_PATCH_SECONDS = 0.16  # shortest encodable input: one AudioMAE time patch
-_CODEC_SAMPLING_RATE = 16000
 
 
 class AudioItemError(ValueError):
@@ -68,9 +66,9 @@ def _is_batch_of_audio(audio: Any) -> bool:
     return False
 
 
-def _pad_short(item: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Zero-pad a clip shorter than one 0.16 s patch (after resampling) to one patch plus a margin sample."""
-    needed = math.ceil(_PATCH_SECONDS * sampling_rate) + 1
+def _pad_short(item: np.ndarray, needed: int) -> np.ndarray:
+    """Zero-pad a clip shorter than `needed` samples (the feature extractor's `padded_min_samples` at the clip's
+    rate: one 0.16 s patch after resampling, plus a margin sample) to that length."""
     if item.shape[-1] >= needed:
         return item
     pad = [(0, 0)] * (item.ndim - 1) + [(0, needed - item.shape[-1])]
@@ -78,6 +76,20 @@ def _pad_short(item: np.ndarray, sampling_rate: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
+def pad_codes(codes: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Clips' codes `[streams, F_i]` (tensors or arrays) -> (`audio_codes` `[B, streams, F_max]` int64, zero past
+    each clip's length; `audio_codes_lengths` `[B]`): what `model.decode` takes. The one code padding of the
+    package (the tokenizer, the processor, the command line and the LM toolkit use it)."""
+    clips = [clip if torch.is_tensor(clip) else torch.from_numpy(np.asarray(clip)) for clip in codes]
+    if not clips:
+        raise ValueError("pad_codes got no codes.")
+    lengths = torch.tensor([int(clip.shape[-1]) for clip in clips], dtype=torch.long)
+    padded = torch.zeros(len(clips), int(clips[0].shape[0]), int(lengths.max()), dtype=torch.long)
+    for row, clip in enumerate(clips):
+        padded[row, :, : clip.shape[-1]] = clip
+    return padded, lengths
+
+
 class SemantiCodecAudioTokenizer:
     r"""
     Audio <-> one flat id sequence per clip, for language models on SemantiCodec tokens.
@@ -156,7 +168,7 @@ class SemantiCodecAudioTokenizer:
     @property
     def sampling_rate(self) -> int:
         """Rate of the waveforms `ids_to_audio` returns."""
-        return int(self.model.config.sampling_rate) if self.model is not None else _CODEC_SAMPLING_RATE
+        return int(self.model.config.sampling_rate) if self.model is not None else _PUBLISHED_SAMPLING_RATE
 
     @property
     def ids_per_frame(self) -> int:
@@ -284,7 +296,8 @@ class SemantiCodecAudioTokenizer:
         features = []
         for index, (item, rate) in enumerate(zip(audio, sampling_rates)):
             if self.short_audio == "pad":
-                item = _pad_short(item.detach().cpu().numpy() if torch.is_tensor(item) else np.asarray(item), int(rate))
+                item = _pad_short(item.detach().cpu().numpy() if torch.is_tensor(item) else np.asarray(item),
+                                  self.feature_extractor.padded_min_samples(int(rate)))
             try:
                 # One item per call: the extractor treats each item alone anyway, and items may differ in rate.
                 features.append(self.feature_extractor(item, sampling_rate=rate, return_tensors="pt"))
@@ -293,16 +306,6 @@ class SemantiCodecAudioTokenizer:
                 message = re.sub(r"^Audio item 0:?\s*", "", str(error))
                 raise AudioItemError(index, message) from None
         return features
-
-    def _group_by_windows(self, windows: Sequence[int]) -> List[List[int]]:
-        """Item indices grouped so that (items x longest item's windows) <= max_windows_per_batch."""
-        groups: List[List[int]] = []
-        for index in sorted(range(len(windows)), key=lambda i: windows[i]):
-            if groups and (len(groups[-1]) + 1) * windows[index] <= self.max_windows_per_batch:
-                groups[-1].append(index)
-            else:
-                groups.append([index])
-        return groups
 
     def encode_audio(
         self, audio: Any, sampling_rate: Union[int, Sequence[int]]
@@ -318,28 +321,12 @@ class SemantiCodecAudioTokenizer:
             rates = [sampling_rate] * len(items)
         if len(rates) != len(items):
             raise ValueError(f"Got {len(rates)} sampling rates for {len(items)} audio items.")
+        from .processing_semanticodec import encode_features  # the processor imports this module: import it late
+
         features = self._features_per_item(items, rates)
-        window_frames = model.config.window_frames
-        windows = [int(f["input_features"].shape[1]) // window_frames for f in features]
-        device = next(model.parameters()).device
-        codes: List[Optional[torch.Tensor]] = [None] * len(items)
-        for group in self._group_by_windows(windows):
-            longest = max(windows[i] for i in group) * window_frames
-            padding_value = float(self.feature_extractor.padding_value)
-            batch = torch.full((len(group), longest, model.config.num_mel_bins), padding_value)
-            mask = torch.zeros(len(group), longest, dtype=torch.long)
-            for row, i in enumerate(group):
-                frames = features[i]["input_features"].shape[1]
-                batch[row, :frames] = features[i]["input_features"][0]
-                mask[row, :frames] = features[i]["input_features_mask"][0]
-            num_samples = torch.cat([features[i]["num_samples"] for i in group])
-            out = model.encode(
-                batch.to(device), input_features_mask=mask.to(device), num_samples=num_samples,
-                max_batch_size=self.max_windows_per_batch,
-            )
-            for row, i in enumerate(group):
-                # A clone made outside inference mode is an ordinary tensor that callers may modify in place.
-                codes[i] = out.audio_codes[row, :, : int(out.audio_codes_lengths[row])].cpu().clone()
+        encoded = encode_features(model, features, self.max_windows_per_batch,
+                                  float(self.feature_extractor.padding_value))
+        codes = [clip_codes for clip_codes, _num_samples in encoded]
         return codes if batched else codes[0]
 
     def __call__(
@@ -421,14 +408,9 @@ class SemantiCodecAudioTokenizer:
         empty = [i for i, c in enumerate(codes) if c.shape[1] == 0]
         if empty:
             raise ValueError(f"Sequences {empty} hold no audio ids; there is nothing to decode.")
-        lengths = torch.tensor([c.shape[1] for c in codes], dtype=torch.long)
-        padded = torch.zeros(len(codes), 2, int(lengths.max()), dtype=torch.long)
-        for i, c in enumerate(codes):
-            padded[i, :, : c.shape[1]] = c
-        out = model.decode(
-            padded, audio_codes_lengths=lengths, num_inference_steps=num_inference_steps, seed=seed, **decode_kwargs
-        )
-        waves = [out.audio_values[i, 0, : int(out.audio_values_lengths[i])].cpu().clone() for i in range(len(codes))]
+        from .processing_semanticodec import decode_codes  # the processor imports this module: import it late
+
+        waves = decode_codes(model, codes, seed=seed, num_inference_steps=num_inference_steps, **decode_kwargs)
         return waves if batched else waves[0]
 
     # ------------------------------------------------------------------------------------ save / load
@@ -605,5 +587,6 @@ __all__ = [
     "SemantiCodecVocabularyLayout",
     "codes_to_ids",
     "ids_to_codes",
+    "pad_codes",
     "read_audio_tokenizer_settings",
 ]
