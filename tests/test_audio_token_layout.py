@@ -15,8 +15,8 @@ import torch
 from semanticodec_hf.audio_token_layout import (
     PATTERNS,
     SemantiCodecVocabularyLayout,
-    _as_int_array,
-    _is_batch_of_ids,
+    as_int_array,
+    is_batch_of_ids,
     codes_to_ids,
     ids_to_codes,
     strip_special_tokens,
@@ -107,14 +107,14 @@ def test_describe_names_each_range_at_its_boundaries(token_id, name):
 def test_is_batch_of_ids_tells_one_sequence_from_a_batch():
     """1-D arrays/tensors and flat lists are one sequence; 2-D ones and lists of sequences are a batch."""
     for one in ([], [1, 2], (1, 2), [np.int64(1)], np.arange(3), torch.arange(3)):
-        assert _is_batch_of_ids(one) is False, one
+        assert is_batch_of_ids(one) is False, one
     for batch in ([[1, 2]], ((1,), (2,)), [np.arange(2)], np.zeros((1, 3), dtype=int), torch.zeros(2, 3)):
-        assert _is_batch_of_ids(batch) is True, batch
+        assert is_batch_of_ids(batch) is True, batch
     for bad in (np.array(3), torch.zeros(1, 2, 3)):
         with raises(f"ids must be 1-D (one sequence) or 2-D (a batch), got shape {tuple(bad.shape)}."):
-            _is_batch_of_ids(bad)
+            is_batch_of_ids(bad)
     with raises("got str"):
-        _is_batch_of_ids("1 2")
+        is_batch_of_ids("1 2")
 
 
 def test_as_int_array_flattens_to_int64_and_rejects_non_integers():
@@ -122,14 +122,14 @@ def test_as_int_array_flattens_to_int64_and_rejects_non_integers():
     for ids in (
         [[3, 4], [5, 6]], np.array([3, 4, 5, 6], dtype=np.uint8), torch.tensor([3, 4, 5, 6], dtype=torch.int32),
     ):
-        array = _as_int_array(ids, "ids")
+        array = as_int_array(ids, "ids")
         assert array.dtype == np.int64 and array.tolist() == [3, 4, 5, 6]
-    assert _as_int_array([], "ids").dtype == np.int64  # empty: no dtype to check
+    assert as_int_array([], "ids").dtype == np.int64  # empty: no dtype to check
     with raises("attention_mask must hold integer ids, got dtype float64."):
-        _as_int_array([1.0, 0.0], "attention_mask")
+        as_int_array([1.0, 0.0], "attention_mask")
     # a float tensor that requires grad (logits passed by mistake) gets the same clear error, not numpy's
     with raises("ids must hold integer ids, got dtype float32."):
-        _as_int_array(torch.ones(3, requires_grad=True), "ids")
+        as_int_array(torch.ones(3, requires_grad=True), "ids")
 
 
 # ------------------------------------------------------------------------------------------------ codes -> ids

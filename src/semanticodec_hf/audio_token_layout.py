@@ -30,7 +30,7 @@ SPECIAL_TOKENS = ("bos", "eos", "pad", "sep")
 IdsLike = Union[Sequence[int], np.ndarray, torch.Tensor]
 
 
-def _is_batch_of_ids(ids: Any) -> bool:
+def is_batch_of_ids(ids: Any) -> bool:
     if torch.is_tensor(ids) or isinstance(ids, np.ndarray):
         if ids.ndim not in (1, 2):
             raise ValueError(f"ids must be 1-D (one sequence) or 2-D (a batch), got shape {tuple(ids.shape)}.")
@@ -42,7 +42,7 @@ def _is_batch_of_ids(ids: Any) -> bool:
     )
 
 
-def _as_int_array(ids: Any, where: str) -> np.ndarray:
+def as_int_array(ids: Any, where: str) -> np.ndarray:
     array = ids.detach().cpu().numpy() if torch.is_tensor(ids) else np.asarray(ids)
     if array.size and array.dtype.kind not in "iu":
         raise ValueError(f"{where} must hold integer ids, got dtype {array.dtype}.")
@@ -151,7 +151,7 @@ class SemantiCodecVocabularyLayout:
 
 
 # ------------------------------------------------------------------------------------------------ patterns
-def _check_pattern(pattern: str) -> str:
+def check_pattern(pattern: str) -> str:
     if pattern not in PATTERNS:
         raise ValueError(f"Unknown pattern {pattern!r}; choose one of {list(PATTERNS)}.")
     return pattern
@@ -161,7 +161,7 @@ def codes_to_ids(
     codes: Union[np.ndarray, torch.Tensor], layout: SemantiCodecVocabularyLayout, pattern: str
 ) -> np.ndarray:
     """One clip's codes `[2, F]` (row 0 semantic, row 1 acoustic) -> flat ids (int64), no special tokens."""
-    _check_pattern(pattern)
+    check_pattern(pattern)
     codes = codes.detach().cpu().numpy() if torch.is_tensor(codes) else np.asarray(codes)
     if codes.ndim != 2 or codes.shape[0] != 2 or codes.dtype.kind not in "iu":
         raise ValueError(
@@ -212,8 +212,8 @@ def ids_to_codes(
 
     Raises a ValueError naming the first offending position (counted from `position_offset`) and value.
     """
-    _check_pattern(pattern)
-    ids = _as_int_array(ids, "ids")
+    check_pattern(pattern)
+    ids = as_int_array(ids, "ids")
     length = ids.size
     outside = np.flatnonzero((ids < 0) | (ids >= layout.vocab_size))
     if outside.size:

@@ -27,9 +27,9 @@ from .audio_token_layout import (
     SPECIAL_TOKENS,
     IdsLike,
     SemantiCodecVocabularyLayout,
-    _as_int_array,
-    _check_pattern,
-    _is_batch_of_ids,
+    as_int_array,
+    check_pattern,
+    is_batch_of_ids,
     codes_to_ids,
     ids_to_codes,
     strip_special_tokens,
@@ -122,7 +122,7 @@ class SemantiCodecAudioTokenizer:
         codec_name_or_path: Optional[str] = None,
         codec_revision: Optional[str] = None,
     ):
-        self.pattern = _check_pattern(pattern)
+        self.pattern = check_pattern(pattern)
         if model is not None:
             model_layout = SemantiCodecVocabularyLayout.from_config(model.config)
             if layout is not None and layout != model_layout:
@@ -234,9 +234,9 @@ class SemantiCodecAudioTokenizer:
         ]
 
     def _decode_one(self, ids: Any, mask: Optional[Any] = None) -> torch.Tensor:
-        array, first = _as_int_array(ids, "ids"), 0
+        array, first = as_int_array(ids, "ids"), 0
         if mask is not None:
-            mask_array = _as_int_array(mask, "attention_mask")
+            mask_array = as_int_array(mask, "attention_mask")
             if mask_array.size != array.size:
                 raise ValueError(f"attention_mask has {mask_array.size} entries for {array.size} ids.")
             kept = np.flatnonzero(mask_array)
@@ -264,8 +264,8 @@ class SemantiCodecAudioTokenizer:
         optional `attention_mask`). Padding at either end, a leading `<bos>` and a trailing `<eos>` are removed;
         anything else out of place raises a ValueError that names the position and the value.
         """
-        if not _is_batch_of_ids(ids):
-            if attention_mask is not None and _is_batch_of_ids(attention_mask):
+        if not is_batch_of_ids(ids):
+            if attention_mask is not None and is_batch_of_ids(attention_mask):
                 raise ValueError("attention_mask is 2-D but ids is one sequence.")
             return self._decode_one_reporting(ids, attention_mask, None)
         masks = [None] * len(ids) if attention_mask is None else list(attention_mask)
@@ -277,7 +277,7 @@ class SemantiCodecAudioTokenizer:
         """Several clips' ids -> one sequence `<bos> c1 <sep> c2 ... <eos>` (each clip's own bos/eos dropped)."""
         joined: List[int] = []
         for index, clip in enumerate(clips):
-            body, _ = strip_special_tokens(_as_int_array(clip, f"clip {index}"), self.layout)
+            body, _ = strip_special_tokens(as_int_array(clip, f"clip {index}"), self.layout)
             if index:
                 joined.append(self.sep_token_id)
             joined.extend(body.tolist())
@@ -285,7 +285,7 @@ class SemantiCodecAudioTokenizer:
 
     def split_clips(self, ids: IdsLike) -> List[List[int]]:
         """Inverse of `join_clips`: one sequence -> the audio ids of each clip (split at `<sep>`)."""
-        body, _ = strip_special_tokens(_as_int_array(ids, "ids"), self.layout)
+        body, _ = strip_special_tokens(as_int_array(ids, "ids"), self.layout)
         if not body.size:
             return []
         parts = np.split(body, np.flatnonzero(body == self.sep_token_id))
