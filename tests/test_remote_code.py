@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import transformers
+from packaging.version import Version
 
 from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel, SemantiCodecProcessor
 
@@ -153,6 +155,13 @@ def test_saved_folder_carries_auto_map_and_self_contained_code(saved_folder):
 
 
 # ------------------------------------------------------------------------------------ trust_remote_code
+# Before 5.10.1, transformers copied only the DIRECT relative imports of a local folder's module into its module
+# cache (Hub repos were copied recursively), so our module tree does not load from a local folder there.
+LOCAL_FOLDERS_COPY_ALL_IMPORTS = Version(transformers.__version__) >= Version("5.10.1")
+
+
+@pytest.mark.skipif(not LOCAL_FOLDERS_COPY_ALL_IMPORTS,
+                    reason="transformers < 5.10.1 copies only direct relative imports of a local folder (README)")
 def test_trust_remote_code_without_the_package_gives_the_same_codes_and_waveform(
         saved_folder, test_audio, installed_result, tmp_path):
     result, npz = run_encode_and_decode(saved_folder, test_audio, tmp_path, trust=True, block=True)
