@@ -29,6 +29,7 @@ class BuildPyWithStartupHook(build_py):
         hook = os.path.join(self._hook_directory(), os.path.basename(STARTUP_HOOK))
         return super().get_outputs(include_bytecode) + [hook]
 
+
 setup(
     name="semanticodec-hf",
     version="0.1.0.dev0",
