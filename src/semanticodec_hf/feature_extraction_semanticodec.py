@@ -293,10 +293,16 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
         """
         waveform = self.to_mono_16k(audio, sampling_rate)
         num_samples = int(waveform.shape[-1])
-        padded = torch.zeros(1, self.num_windows(num_samples) * self.window_samples)
-        padded[0, :num_samples] = waveform
+        padded = self._pad_to_windows(waveform)
         del waveform
         return num_samples, iter_normalised_fbank(padded, mean=self.fbank_mean, std=self.fbank_std)
+
+    def _pad_to_windows(self, waveform: torch.Tensor) -> torch.Tensor:
+        """`[N]` -> `[1, windows * window_samples]`, zero-padded to whole windows (`num_windows`), as the original."""
+        padded = torch.zeros(1, self.num_windows(int(waveform.shape[-1])) * self.window_samples,
+                             device=waveform.device)
+        padded[0, : waveform.shape[-1]] = waveform
+        return padded
 
     def __call__(
         self,
@@ -332,26 +338,17 @@ class SemantiCodecFeatureExtractor(SequenceFeatureExtractor):
             self._prepare_waveform(item, index, sampling_rate, device)
             for index, item in enumerate(_split_batch(raw_audio))
         ]
-        num_samples = [w.shape[-1] for w in waveforms]
-        windows = [self.num_windows(n) for n in num_samples]
-        max_frames = self.window_frames * max(windows)
-
-        features = torch.full((len(waveforms), max_frames, self.feature_size), float(self.padding_value))
-        mask = torch.zeros(len(waveforms), max_frames, dtype=torch.int64)
         # Each item gets its own fbank call: MKL may pick other kernels for other batch sizes (notably with
         # MKL_CBWR=COMPATIBLE), so computing items alone is what guarantees batch == alone bit for bit.
-        for i, (waveform, count) in enumerate(zip(waveforms, windows)):
-            padded = torch.zeros(1, count * self.window_samples, device=device)
-            padded[0, : num_samples[i]] = waveform
-            fbank = extract_fbank(padded, mean=self.fbank_mean, std=self.fbank_std).cpu()[0]
-            features[i, : fbank.shape[0]] = fbank
-            mask[i, : fbank.shape[0]] = 1
-
-        data = {
-            "input_features": features,
-            "input_features_mask": mask,
-            "num_samples": torch.tensor(num_samples, dtype=torch.int64),
-        }
+        items = []
+        for waveform in waveforms:
+            fbank = extract_fbank(self._pad_to_windows(waveform), mean=self.fbank_mean, std=self.fbank_std).cpu()
+            items.append({
+                "input_features": fbank,
+                "input_features_mask": torch.ones(fbank.shape[:2], dtype=torch.int64),
+                "num_samples": torch.tensor([waveform.shape[-1]], dtype=torch.int64),
+            })
+        data = batch_features(items, self.padding_value)
         if return_tensors != "pt":
             data = {key: value.numpy() for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
