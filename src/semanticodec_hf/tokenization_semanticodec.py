@@ -13,84 +13,35 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from transformers import BatchEncoding
 from transformers.utils import logging
 
-from .audio_token_layout import (
-    PATTERNS,
-    SPECIAL_TOKENS,
-    IdsLike,
-    SemantiCodecVocabularyLayout,
-    as_int_array,
-    check_pattern,
-    is_batch_of_ids,
-    codes_to_ids,
-    ids_to_codes,
-    strip_special_tokens,
-)
+from .audio_token_ids import AudioTokenIds
 from .codec_timing import SAMPLING_RATE as _PUBLISHED_SAMPLING_RATE
+from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+from .audio_token_layout import PATTERNS, SPECIAL_TOKENS, SemantiCodecVocabularyLayout, codes_to_ids, ids_to_codes
+from .processing_semanticodec import (  # noqa: F401 (AudioItemError, SHORT_AUDIO_RULES, pad_codes: re-exported)
+    SHORT_AUDIO_RULES,
+    AudioItemError,
+    SemantiCodecProcessor,
+    is_batch_of_audio,
+    pad_codes,
+)
 
-if TYPE_CHECKING:  # the codec classes are imported lazily: ids-only use needs no model code
-    from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+if TYPE_CHECKING:  # the model is imported when first needed: it pulls diffusers, which ids-only use never needs
     from .modeling_semanticodec import SemantiCodecModel
 
 logger = logging.get_logger(__name__)
 
 AUDIO_TOKENIZER_CONFIG_NAME = "audio_tokenizer_config.json"
 AUDIO_TOKENIZER_FORMAT_VERSION = 1
-SHORT_AUDIO_RULES = ("raise", "pad")
 
 
-class AudioItemError(ValueError):
-    """A ValueError about one item of a batch; `index` says which."""
-
-    def __init__(self, index: int, message: str):
-        super().__init__(f"Audio item {index}: {message}")
-        self.index = index
-        self.message = message
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def _is_batch_of_audio(audio: Any) -> bool:
-    """Same convention as the feature extractor: a list/tuple of arrays is a batch; an array is one item."""
-    if isinstance(audio, (list, tuple)):
-        if len(audio) == 0:
-            raise ValueError("`audio` is empty: pass at least one audio item.")
-        return not isinstance(audio[0], (int, float, np.number))
-    return False
-
-
-def _pad_short(item: np.ndarray, needed: int) -> np.ndarray:
-    """Zero-pad a clip shorter than `needed` samples (the feature extractor's `padded_min_samples` at the clip's
-    rate: one 0.16 s patch after resampling, plus a margin sample) to that length."""
-    if item.shape[-1] >= needed:
-        return item
-    pad = [(0, 0)] * (item.ndim - 1) + [(0, needed - item.shape[-1])]
-    return np.pad(item, pad)
-
-
-# ------------------------------------------------------------------------------------------------ tokenizer
-def pad_codes(codes: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Clips' codes `[streams, F_i]` (tensors or arrays) -> (`audio_codes` `[B, streams, F_max]` int64, zero past
-    each clip's length; `audio_codes_lengths` `[B]`): what `model.decode` takes. The one code padding of the
-    package (the tokenizer, the processor, the command line and the LM toolkit use it)."""
-    clips = [clip if torch.is_tensor(clip) else torch.from_numpy(np.asarray(clip)) for clip in codes]
-    if not clips:
-        raise ValueError("pad_codes got no codes.")
-    lengths = torch.tensor([int(clip.shape[-1]) for clip in clips], dtype=torch.long)
-    padded = torch.zeros(len(clips), int(clips[0].shape[0]), int(lengths.max()), dtype=torch.long)
-    for row, clip in enumerate(clips):
-        padded[row, :, : clip.shape[-1]] = clip
-    return padded, lengths
-
-
-class SemantiCodecAudioTokenizer:
+class SemantiCodecAudioTokenizer(AudioTokenIds):
     r"""
     Audio <-> one flat id sequence per clip, for language models on SemantiCodec tokens.
 
@@ -122,7 +73,6 @@ class SemantiCodecAudioTokenizer:
         codec_name_or_path: Optional[str] = None,
         codec_revision: Optional[str] = None,
     ):
-        self.pattern = check_pattern(pattern)
         if model is not None:
             model_layout = SemantiCodecVocabularyLayout.from_config(model.config)
             if layout is not None and layout != model_layout:
@@ -133,8 +83,6 @@ class SemantiCodecAudioTokenizer:
                 )
             layout = model_layout
             if feature_extractor is None:
-                from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
-
                 feature_extractor = SemantiCodecFeatureExtractor()
         if layout is None:
             raise ValueError("Pass a codec `model` or an explicit `layout` (for ids-only use).")
@@ -142,10 +90,9 @@ class SemantiCodecAudioTokenizer:
             raise ValueError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}.")
         if short_audio not in SHORT_AUDIO_RULES:
             raise ValueError(f"short_audio must be one of {list(SHORT_AUDIO_RULES)}, got {short_audio!r}.")
+        super().__init__(layout, pattern=pattern, add_special_tokens=add_special_tokens)
         self.model = model
         self.feature_extractor = feature_extractor
-        self.layout = layout
-        self.add_special_tokens = bool(add_special_tokens)
         self.max_windows_per_batch = int(max_windows_per_batch)
         self.short_audio = short_audio
         self.codec_name_or_path = codec_name_or_path
@@ -159,20 +106,11 @@ class SemantiCodecAudioTokenizer:
         )
 
     # ------------------------------------------------------------------------------------ properties
-    vocab_size = property(lambda self: self.layout.vocab_size, doc="Rows an LM embedding table needs.")
-    bos_token_id = property(lambda self: self.layout.bos_token_id)
-    eos_token_id = property(lambda self: self.layout.eos_token_id)
-    pad_token_id = property(lambda self: self.layout.pad_token_id)
-    sep_token_id = property(lambda self: self.layout.sep_token_id)
 
     @property
     def sampling_rate(self) -> int:
         """Rate of the waveforms `ids_to_audio` returns."""
         return int(self.model.config.sampling_rate) if self.model is not None else _PUBLISHED_SAMPLING_RATE
-
-    @property
-    def ids_per_frame(self) -> int:
-        return 1 if self.pattern == "semantic_only" else 2
 
     def _require_model(self, what: str) -> "SemantiCodecModel":
         if self.model is None:
@@ -201,133 +139,28 @@ class SemantiCodecAudioTokenizer:
         """Audio ids per second of audio in this pattern (special tokens excluded)."""
         return self.frame_rate * self.ids_per_frame
 
-    # ------------------------------------------------------------------------------------ codes <-> ids
-    def _wrap(self, body: np.ndarray, add_special_tokens: Optional[bool]) -> List[int]:
-        add = self.add_special_tokens if add_special_tokens is None else add_special_tokens
-        ids = body.tolist()
-        return [self.bos_token_id, *ids, self.eos_token_id] if add else ids
-
-    def codes_to_ids(
-        self,
-        audio_codes: Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]],
-        audio_codes_lengths: Optional[Sequence[int]] = None,
-        add_special_tokens: Optional[bool] = None,
-    ) -> Union[List[int], List[List[int]]]:
-        """Codes -> ids. `[2, F]` gives one list; `[B, 2, F]` (with `audio_codes_lengths`) or a list of `[2, F]`
-        gives a list per clip."""
-        if isinstance(audio_codes, (list, tuple)):
-            return [self._wrap(codes_to_ids(c, self.layout, self.pattern), add_special_tokens) for c in audio_codes]
-        array = audio_codes.detach().cpu().numpy() if torch.is_tensor(audio_codes) else np.asarray(audio_codes)
-        if array.ndim == 2:
-            return self._wrap(codes_to_ids(array, self.layout, self.pattern), add_special_tokens)
-        if array.ndim != 3:
-            raise ValueError(f"audio_codes must be (2, frames) or (batch, 2, frames), got shape {array.shape}.")
-        if audio_codes_lengths is None:
-            lengths = [array.shape[-1]] * array.shape[0]
-        else:
-            lengths = [int(n) for n in audio_codes_lengths]
-        if len(lengths) != array.shape[0]:
-            raise ValueError(f"Got {len(lengths)} lengths for a batch of {array.shape[0]} codes.")
-        return [
-            self._wrap(codes_to_ids(array[i, :, :n], self.layout, self.pattern), add_special_tokens)
-            for i, n in enumerate(lengths)
-        ]
-
-    def _decode_one(self, ids: Any, mask: Optional[Any] = None) -> torch.Tensor:
-        array, first = as_int_array(ids, "ids"), 0
-        if mask is not None:
-            mask_array = as_int_array(mask, "attention_mask")
-            if mask_array.size != array.size:
-                raise ValueError(f"attention_mask has {mask_array.size} entries for {array.size} ids.")
-            kept = np.flatnonzero(mask_array)
-            if kept.size and kept[-1] - kept[0] + 1 != kept.size:
-                raise ValueError("attention_mask has a hole; masked positions must be at the ends (padding).")
-            first = int(kept[0]) if kept.size else 0
-            array = array[kept]
-        body, start = strip_special_tokens(array, self.layout)
-        return torch.from_numpy(ids_to_codes(body, self.layout, self.pattern, position_offset=first + start))
-
-    def _decode_one_reporting(self, ids: Any, mask: Optional[Any], item: Optional[int]) -> torch.Tensor:
-        try:
-            return self._decode_one(ids, mask)
-        except ValueError as error:
-            if item is None:
-                raise
-            raise ValueError(f"Sequence {item}: {error}") from None
-
-    def decode_ids(
-        self, ids: Any, attention_mask: Optional[Any] = None
-    ) -> Union[torch.LongTensor, List[torch.LongTensor]]:
-        """Ids -> codes, the exact inverse of the pattern: `[2, F]` per clip (`[1, F]` for `semantic_only`).
-
-        Accepts one sequence (list of ints, 1-D array/tensor) or a batch (list of lists, 2-D array/tensor with an
-        optional `attention_mask`). Padding at either end, a leading `<bos>` and a trailing `<eos>` are removed;
-        anything else out of place raises a ValueError that names the position and the value.
-        """
-        if not is_batch_of_ids(ids):
-            if attention_mask is not None and is_batch_of_ids(attention_mask):
-                raise ValueError("attention_mask is 2-D but ids is one sequence.")
-            return self._decode_one_reporting(ids, attention_mask, None)
-        masks = [None] * len(ids) if attention_mask is None else list(attention_mask)
-        if len(masks) != len(ids):
-            raise ValueError(f"attention_mask has {len(masks)} rows for {len(ids)} sequences.")
-        return [self._decode_one_reporting(row, m, i) for i, (row, m) in enumerate(zip(ids, masks))]
-
-    def join_clips(self, clips: Sequence[IdsLike]) -> List[int]:
-        """Several clips' ids -> one sequence `<bos> c1 <sep> c2 ... <eos>` (each clip's own bos/eos dropped)."""
-        joined: List[int] = []
-        for index, clip in enumerate(clips):
-            body, _ = strip_special_tokens(as_int_array(clip, f"clip {index}"), self.layout)
-            if index:
-                joined.append(self.sep_token_id)
-            joined.extend(body.tolist())
-        return [self.bos_token_id, *joined, self.eos_token_id]
-
-    def split_clips(self, ids: IdsLike) -> List[List[int]]:
-        """Inverse of `join_clips`: one sequence -> the audio ids of each clip (split at `<sep>`)."""
-        body, _ = strip_special_tokens(as_int_array(ids, "ids"), self.layout)
-        if not body.size:
-            return []
-        parts = np.split(body, np.flatnonzero(body == self.sep_token_id))
-        return [parts[0].tolist()] + [part[1:].tolist() for part in parts[1:]]
-
     # ------------------------------------------------------------------------------------ audio -> codes
-    def _features_per_item(self, audio: Sequence[Any], sampling_rates: Sequence[int]) -> List[Dict[str, torch.Tensor]]:
-        features = []
-        for index, (item, rate) in enumerate(zip(audio, sampling_rates)):
-            if self.short_audio == "pad":
-                item = _pad_short(item.detach().cpu().numpy() if torch.is_tensor(item) else np.asarray(item),
-                                  self.feature_extractor.padded_min_samples(int(rate)))
-            try:
-                # One item per call: the extractor treats each item alone anyway, and items may differ in rate.
-                features.append(self.feature_extractor(item, sampling_rate=rate, return_tensors="pt"))
-            except ValueError as error:
-                # The extractor saw this item alone, as its item 0: name it by its place in the batch instead.
-                message = re.sub(r"^Audio item 0:?\s*", "", str(error))
-                raise AudioItemError(index, message) from None
-        return features
+    @property
+    def processor(self) -> SemantiCodecProcessor:
+        """The processor of this tokenizer's codec, feature extractor and ids: the layer that runs the audio work
+        (built on each access, so that it follows changes to `feature_extractor` and `pattern`)."""
+        if self.feature_extractor is None:
+            raise ValueError("This tokenizer has no feature extractor (ids-only); build it with a codec model.")
+        return SemantiCodecProcessor(self.feature_extractor, self.layout.semantic_vocab_size,
+                                     self.layout.acoustic_vocab_size, pattern=self.pattern,
+                                     add_special_tokens=self.add_special_tokens)
 
     def encode_audio(
         self, audio: Any, sampling_rate: Union[int, Sequence[int]]
     ) -> Union[torch.LongTensor, List[torch.LongTensor]]:
-        """Audio -> codes `[2, F]` per clip. All clips' windows go through the codec in batched calls;
-        each clip gets exactly the codes it gets alone."""
+        """Audio -> codes `[2, F]` per clip (`SemantiCodecProcessor.encode_audio` with this tokenizer's
+        `max_windows_per_batch` and `short_audio`): batched codec calls, each clip gets exactly the codes it
+        gets alone. A bad item raises `AudioItemError` naming its index."""
         model = self._require_model("Encoding audio")
-        batched = _is_batch_of_audio(audio)
-        items = list(audio) if batched else [audio]
-        if isinstance(sampling_rate, (list, tuple, np.ndarray)):
-            rates = list(sampling_rate)
-        else:
-            rates = [sampling_rate] * len(items)
-        if len(rates) != len(items):
-            raise ValueError(f"Got {len(rates)} sampling rates for {len(items)} audio items.")
-        from .processing_semanticodec import encode_features  # the processor imports this module: import it late
-
-        features = self._features_per_item(items, rates)
-        encoded = encode_features(model, features, self.max_windows_per_batch,
-                                  float(self.feature_extractor.padding_value))
-        codes = [clip_codes for clip_codes, _num_samples in encoded]
-        return codes if batched else codes[0]
+        encoded = self.processor.encode_audio(model, audio, sampling_rate, self.max_windows_per_batch,
+                                              short_audio=self.short_audio)
+        codes = [clip.codes for clip in encoded]
+        return codes if is_batch_of_audio(audio) else codes[0]
 
     def __call__(
         self,
@@ -355,7 +188,7 @@ class SemantiCodecAudioTokenizer:
             raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}.")
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
-        batched = _is_batch_of_audio(audio)
+        batched = is_batch_of_audio(audio)
         codes = self.encode_audio(audio if batched else [audio], sampling_rate)
         ids = [self._wrap(codes_to_ids(c, self.layout, self.pattern), add_special_tokens) for c in codes]
         data: Dict[str, Any] = {"num_frames": [int(c.shape[1]) for c in codes]}
@@ -370,17 +203,6 @@ class SemantiCodecAudioTokenizer:
         if return_audio_codes:
             data["audio_codes"] = codes if batched else codes[0]
         return BatchEncoding(data)
-
-    def pad(self, ids: Sequence[Sequence[int]], padding_side: str = "right") -> Dict[str, torch.Tensor]:
-        """Lists of ids -> `input_ids` `[batch, longest]` padded with `<pad>` and `attention_mask`."""
-        longest = max((len(row) for row in ids), default=0)
-        input_ids = torch.full((len(ids), longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), longest), dtype=torch.long)
-        for i, row in enumerate(ids):
-            span = slice(0, len(row)) if padding_side == "right" else slice(longest - len(row), longest)
-            input_ids[i, span] = torch.as_tensor(list(row), dtype=torch.long)
-            mask[i, span] = 1
-        return {"input_ids": input_ids, "attention_mask": mask}
 
     # ------------------------------------------------------------------------------------ ids -> audio
     def ids_to_audio(
@@ -408,9 +230,8 @@ class SemantiCodecAudioTokenizer:
         empty = [i for i, c in enumerate(codes) if c.shape[1] == 0]
         if empty:
             raise ValueError(f"Sequences {empty} hold no audio ids; there is nothing to decode.")
-        from .processing_semanticodec import decode_codes  # the processor imports this module: import it late
-
-        waves = decode_codes(model, codes, seed=seed, num_inference_steps=num_inference_steps, **decode_kwargs)
+        waves = self.processor.decode_codes(model, codes, seed=seed, num_inference_steps=num_inference_steps,
+                                            **decode_kwargs)
         return waves if batched else waves[0]
 
     # ------------------------------------------------------------------------------------ save / load
@@ -439,8 +260,6 @@ class SemantiCodecAudioTokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         data = self.to_dict()
         if save_codec and self.model is not None:
-            from .processing_semanticodec import SemantiCodecProcessor
-
             self.model.save_pretrained(directory)
             # processor_config.json + preprocessor_config.json: the folder also loads with AutoProcessor
             SemantiCodecProcessor.from_codec(self.model, self.feature_extractor, pattern=self.pattern,
@@ -479,10 +298,7 @@ class SemantiCodecAudioTokenizer:
         layout = SemantiCodecVocabularyLayout.from_dict(saved["layout"]) if "layout" in saved else None
         codec_path, codec_revision = settings["codec_name_or_path"], settings["codec_revision"]
         if not load_codec or codec_path is None:
-            if layout is None:
-                layout = SemantiCodecVocabularyLayout.from_config(_ConfigView(settings["codec_config"]))
-            return cls(layout=layout, codec_name_or_path=codec_path, codec_revision=codec_revision, **init)
-        from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+            return cls(layout=saved_layout(settings), codec_name_or_path=codec_path, codec_revision=codec_revision, **init)
         from .modeling_semanticodec import SemantiCodecModel
 
         hub_kwargs = {"revision": codec_revision} if codec_revision is not None else {}
@@ -502,7 +318,6 @@ class SemantiCodecAudioTokenizer:
         ids vary with the audio and whose decoder output is audible noise, for tests and demos only. Never use
         it for anything but plumbing.
         """
-        from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
         from .modeling_semanticodec import SemantiCodecModel
 
         logger.warning("Building a tiny RANDOM SemantiCodec (tests/demos only): its tokens mean nothing.")
@@ -511,14 +326,17 @@ class SemantiCodecAudioTokenizer:
 
 
 # ------------------------------------------------------------------------------------------------ resolution
-class _ConfigView:
-    """Attribute view of a codec config.json dict (enough for `SemantiCodecVocabularyLayout.from_config`)."""
-
-    def __init__(self, data: Optional[Dict[str, Any]]):
-        if not data:
-            raise ValueError("Found neither a vocabulary layout nor a codec config.json to derive one from.")
-        self.semantic_vocab_size = data.get("semantic_vocab_size", 8192)
-        self.acoustic_codebook_size = data.get("acoustic_codebook_size", 8192)
+def saved_layout(settings: Dict[str, Any]) -> SemantiCodecVocabularyLayout:
+    """The vocabulary layout of resolved settings (`read_audio_tokenizer_settings`): the one the tokenizer saved,
+    else the one of its codec's config.json (the published defaults for keys it lacks)."""
+    saved = settings["tokenizer_config"] or {}
+    if "layout" in saved:
+        return SemantiCodecVocabularyLayout.from_dict(saved["layout"])
+    codec_config = settings["codec_config"]
+    if not codec_config:
+        raise ValueError("Found neither a vocabulary layout nor a codec config.json to derive one from.")
+    return SemantiCodecVocabularyLayout(int(codec_config.get("semantic_vocab_size", 8192)),
+                                        int(codec_config.get("acoustic_codebook_size", 8192)))
 
 
 def _read_json_file(
@@ -589,4 +407,5 @@ __all__ = [
     "ids_to_codes",
     "pad_codes",
     "read_audio_tokenizer_settings",
+    "saved_layout",
 ]
