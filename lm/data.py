@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout
+from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout, codes_to_ids, strip_special_tokens
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy (and transformers' losses) skip
 
@@ -151,8 +151,6 @@ def synthetic_corpus(
     fraction by random ids) and each acoustic id is a fixed function of its semantic id and the frame index,
     so a model can learn both streams; the loss of a model that learnt nothing is ln(vocab).
     """
-    from semanticodec_hf.audio_token_layout import codes_to_ids
-
     if pattern not in PATTERNS:
         raise ValueError(f"Unknown pattern {pattern!r}; choose one of {list(PATTERNS)}.")
     rng = np.random.default_rng(seed)
@@ -178,8 +176,6 @@ def bpe_layout(bpe: Any, layout: SemantiCodecVocabularyLayout) -> SemantiCodecVo
 def apply_bpe(clips: Iterable[Sequence[int]], bpe: Any, layout: SemantiCodecVocabularyLayout) -> List[List[int]]:
     """semantic_only clips `<bos> s... <eos>` -> `<bos> pieces... <eos>` in `bpe_layout` ids (lossless:
     `bpe.decode` gives the semantic ids back)."""
-    from semanticodec_hf.audio_token_layout import strip_special_tokens
-
     target = bpe_layout(bpe, layout)
     out = []
     for index, clip in enumerate(clips):

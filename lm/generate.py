@@ -21,17 +21,21 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # a script run: drop lm/ from sys.path so its config.py, data.py, ... shadow nothing
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
+import soundfile as sf
 import torch
+from transformers import AutoModelForCausalLM, LogitsProcessorList
 
-from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
+from semanticodec_hf.atomic_files import atomic_write
+from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
-from semanticodec_hf.processing_semanticodec import decode_codes, read_audio
+from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
+from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
 SPLICE_SECONDS = 0.01  # length of the offset ramp that hides the seam between prompt and continuation
 
@@ -49,8 +53,6 @@ def new_tokens_needed(pattern: str, prompt_frames: int, target_frames: int) -> i
 def prompt_ids(codes: torch.Tensor, layout: SemantiCodecVocabularyLayout, pattern: str) -> List[int]:
     """`<bos>` + the prompt's ids in the pattern, left open for the LM (no `<eos>`; only semantic ids for
     semantic_then_acoustic, whose acoustic half comes after all semantic ids)."""
-    from semanticodec_hf.audio_token_layout import codes_to_ids
-
     if pattern == "semantic_then_acoustic":
         return [layout.bos_token_id, *codes[0].tolist()]
     return [layout.bos_token_id, *codes_to_ids(codes, layout, pattern).tolist()]
@@ -81,23 +83,14 @@ class PromptError(ValueError):
         self.index, self.message = index, message
 
 
-def check_decode_settings(config: Any, num_inference_steps: Optional[int], sampler: Optional[str]) -> None:
-    """Refuse decoder settings the codec would refuse, before minutes of LM generation are spent.
-
-    `config`: the codec's config (its default step count and training timesteps); `None` means its default."""
-    from semanticodec_hf.modeling_semanticodec_decoder import SAMPLERS, reference_ddim_timesteps
-
-    if sampler is not None and sampler not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}.")
-    if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or
-                                            not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-        raise ValueError(f"--steps must be a positive integer, got {num_inference_steps!r}.")
-    if (sampler or "ddim") == "ddim":  # the original DDIM crashes on some counts: say which ones work
-        steps = num_inference_steps or config.num_inference_steps
-        try:
-            reference_ddim_timesteps(steps, config.num_train_timesteps)
-        except ValueError as error:
-            raise ValueError(f"--steps {steps} cannot be decoded with the ddim sampler: {error}") from None
+def check_decode_settings(codec: Any, num_inference_steps: Optional[int], sampler: Optional[str]) -> None:
+    """Refuse decoder settings the codec would refuse, before minutes of LM generation are spent
+    (`SemantiCodecModel.check_decode_settings`, in the command line's words). `None` means the codec's default."""
+    try:
+        codec.check_decode_settings(num_inference_steps, sampler)
+    except ValueError as error:
+        message = str(error).replace("num_inference_steps=", "--steps ").replace("num_inference_steps", "--steps")
+        raise ValueError(message) from None
 
 
 def longest_fitting_seconds(pattern: str, prompt_positions: int, prompt_frames: Sequence[int], prompt_samples: int,
@@ -133,10 +126,6 @@ class AudioContinuation:
     def from_pretrained(cls, lm_path: str, codec_path: Optional[str] = None, device: str = "cpu",
                         codec_tokenizer=None) -> "AudioContinuation":
         """Load the LM folder written by `lm/train.py` and the codec it was trained for (checked by layout)."""
-        from transformers import AutoModelForCausalLM
-
-        from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
         saved = SemantiCodecAudioTokenizer.from_pretrained(lm_path, load_codec=False)
         if codec_tokenizer is None:
             source = codec_path or saved.codec_name_or_path
@@ -165,16 +154,12 @@ class AudioContinuation:
         sampler: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`."""
-        from transformers import LogitsProcessorList
-
-        from semanticodec_hf.tokenization_semanticodec import AudioItemError
-
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
         if pattern == "semantic_only":
             raise ValueError("An LM on semantic_only ids cannot make audio: the codec decoder needs acoustic ids too.")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (use a small value for near-greedy sampling), got {temperature}.")
-        check_decode_settings(tok.model.config, num_inference_steps, sampler)  # before any generation
+        check_decode_settings(tok.model, num_inference_steps, sampler)  # before any generation
         config = tok.model.config
         rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
         target_samples = int(round(seconds * rate))
@@ -236,7 +221,8 @@ class AudioContinuation:
 
     def reconstruct(self, codes: Sequence[torch.Tensor], num_samples: Sequence[int], **decode: Any) -> List[torch.Tensor]:
         """The codec's reconstruction of each prompt alone, cut to the prompt's length (what `roundtrip` gives)."""
-        return decode_codes(self.tokenizer.model, codes, num_samples=torch.tensor(num_samples), **decode)
+        return self.tokenizer.processor.decode_codes(self.tokenizer.model, codes, num_samples=torch.tensor(num_samples),
+                                                     **decode)
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -262,16 +248,23 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-def _samplers() -> Sequence[str]:
-    from semanticodec_hf.modeling_semanticodec_decoder import SAMPLERS
+def register_continue_command(add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `continue` to the `semanticodec-hf` command line (entry point `semanticodec_hf.commands` in setup.py:
+    the codec's command line finds it there and never imports this toolkit itself)."""
+    parser = add_command("continue", "continue an audio prompt with an audio language model (lm toolkit)",
+                         "Continue an audio prompt with an audio language model trained on SemantiCodec tokens.")
+    add_continue_arguments(parser)
+    parser.set_defaults(func=run_continue)
 
-    return SAMPLERS
+
+def _samplers() -> Sequence[str]:
+    from semanticodec_hf import SemantiCodecModel  # the model module pulls diffusers: only when a parser is built
+
+    return SemantiCodecModel.SAMPLERS
 
 
 def tiny_codec_tokenizer():
     """The random tiny codec behind `--tiny` (seed 0: the one `tokenize_dataset.py --tiny` uses), loudly warned."""
-    from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
     print("WARNING: --tiny uses a small RANDOMLY INITIALISED codec. Its output is noise; use it only to check that "
           "the pipeline runs (e.g. with an LM from recipes/lm_tiny_cpu.yaml).", file=sys.stderr)
     return SemantiCodecAudioTokenizer.tiny(seed=0)
@@ -296,10 +289,6 @@ def run_continue(args: argparse.Namespace) -> int:
     """Read prompts, continue them in one batch, write OUTPUT (a file for one prompt, else a folder of wavs).
 
     Returns 0, or 2 with a one-line message for anything the user can fix (no partial output is left)."""
-    import soundfile as sf
-
-    from semanticodec_hf.atomic_files import atomic_write
-
     *inputs, output = args.prompts
     try:
         if not inputs:

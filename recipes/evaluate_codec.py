@@ -307,9 +307,7 @@ def check_unique_stems(clips: List[Clip], extensions: str) -> None:
 def reconstruct(clips: List[Clip], args: argparse.Namespace):
     """SemantiCodec reconstructions (one clip at a time, seeded), its bitrate and tokens/s. A clip shorter than
     one AudioMAE patch (0.16 s) is zero-padded to it for coding and its output cut back to its length."""
-    import torch
-
-    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel
+    from semanticodec_hf import SemantiCodecFeatureExtractor, SemantiCodecModel, SemantiCodecProcessor
 
     if args.tiny:
         print("WARNING: --tiny builds a small RANDOMLY INITIALISED model; its reconstructions are noise and its "
@@ -319,21 +317,17 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
         codec = SemantiCodecModel.from_pretrained(args.model)
         feature_extractor = SemantiCodecFeatureExtractor.from_pretrained(args.model)
     codec.eval()
+    processor = SemantiCodecProcessor.from_codec(codec, feature_extractor)
     minimum = feature_extractor.min_num_samples  # one AudioMAE patch (0.16 s): SemantiCodec's shortest input
     estimates, started, padded = {}, time.perf_counter(), []
     for clip in clips:
         audio = clip.audio.astype(np.float32)
         if audio.size < minimum:
             padded.append(clip.name)
-            audio = np.pad(audio, (0, minimum - audio.size))
-        features = feature_extractor(audio, sampling_rate=SAMPLE_RATE)
-        with torch.inference_mode():
-            codes = codec.encode(features["input_features"], input_features_mask=features["input_features_mask"],
-                                 num_samples=features["num_samples"])
-            out = codec.decode(codes.audio_codes, audio_codes_lengths=codes.audio_codes_lengths,
-                               num_inference_steps=args.steps, seed=args.seed, num_samples=features["num_samples"])
-        length = min(int(out.audio_values_lengths[0]), clip.audio.size)
-        estimates[clip.name] = out.audio_values[0, 0, :length].double().numpy()
+        (codes, num_samples), = processor.encode_audio(codec, audio, SAMPLE_RATE, short_audio="pad")
+        wave, = processor.decode_codes(codec, [codes], num_samples=[num_samples], seed=args.seed,
+                                       num_inference_steps=args.steps)
+        estimates[clip.name] = wave[: clip.audio.size].double().numpy()
     print(f"SemantiCodec reconstructed {len(clips)} clips in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if padded:
         print(f"note: {len(padded)} clip(s) shorter than {minimum / SAMPLE_RATE} s were zero-padded for "

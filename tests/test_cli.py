@@ -68,7 +68,7 @@ import types  # noqa: E402
 
 import torch  # noqa: E402
 
-from semanticodec_hf import cli_codec_commands  # noqa: E402
+from semanticodec_hf.processing_semanticodec import SemantiCodecProcessor  # noqa: E402
 from semanticodec_hf.feature_extraction_semanticodec import reference_frame_count  # noqa: E402
 from semanticodec_hf.long_audio import reference_output_samples  # noqa: E402
 from semanticodec_hf.resampling import reference_output_length  # noqa: E402
@@ -328,7 +328,7 @@ def test_unexpected_errors_exit_1_and_interrupts_leave_nothing(stereo_wav, tmp_p
     def broken(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli_codec_commands, "_encode_group", broken)
+    monkeypatch.setattr(SemantiCodecProcessor, "encode_prepared", broken)
     assert_fails(["compress", str(stereo_wav), str(tmp_path / "x.sct")] + TINY, capsys, "this is a bug", code=1)
     monkeypatch.undo()
 
@@ -346,10 +346,16 @@ def test_unexpected_errors_exit_1_and_interrupts_leave_nothing(stereo_wav, tmp_p
 
 
 def test_continue_is_registered_only_when_the_lm_toolkit_imports(monkeypatch, capsys):
+    """`continue` reaches the CLI through the `semanticodec_hf.commands` entry point, not through an import."""
     calls = []
     fake = types.ModuleType("semanticodec_hf.lm.generate")
-    fake.add_continue_arguments = lambda parser: parser.add_argument("--prompt")
-    fake.run_continue = lambda args: calls.append(args.prompt) or 0
+
+    def register_continue_command(add_command):
+        parser = add_command("continue", "help", "description")
+        parser.add_argument("--prompt")
+        parser.set_defaults(func=lambda args: calls.append(args.prompt) or 0)
+
+    fake.register_continue_command = register_continue_command
     monkeypatch.setitem(sys.modules, "semanticodec_hf.lm.generate", fake)
     assert cli_main(["continue", "--prompt", "p.wav"]) == 0 and calls == ["p.wav"]
 

@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from semanticodec_hf import SemantiCodecModel
-from semanticodec_hf.cli import STREAM_DECODE_WINDOWS
+from semanticodec_hf.processing_semanticodec import STREAM_DECODE_WINDOWS
 from semanticodec_hf.cli import main as cli_main
 from semanticodec_hf.long_audio import decode_windows, linear_ramp
 

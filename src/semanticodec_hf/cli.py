@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional, Sequence
 # The commands live in their own modules (torch-free at import): job resolution in `cli_jobs`, the job runner
 # and model loading in `cli_runner`, audio and code files in `cli_audio_io` / `code_files`, the command bodies in
 # `cli_codec_commands`, shared options in `cli_options`. This module is argparse, dispatch and exit codes.
-from .cli_codec_commands import (STREAM_DECODE_WINDOWS, cmd_compress, cmd_convert, cmd_decode, cmd_decompress,
+from .cli_codec_commands import (cmd_compress, cmd_convert, cmd_decode, cmd_decompress,
                                  cmd_encode, cmd_info, cmd_roundtrip)
 from .cli_jobs import CliError
 from .cli_options import audio_input_options, decoder_options, model_options
@@ -44,8 +44,8 @@ exit codes: 0 ok, 2 usage or input error (one line on stderr), 1 unexpected erro
 143 terminated (SIGTERM).
 """
 
-# PT_FORMAT_TAG, STREAM_DECODE_WINDOWS and load_codec are re-exported for scripts that import them from here.
-__all__ = ["PT_FORMAT_TAG", "STREAM_DECODE_WINDOWS", "build_parser", "load_codec", "main"]
+# PT_FORMAT_TAG and load_codec are re-exported for scripts that import them from here.
+__all__ = ["PT_FORMAT_TAG", "build_parser", "load_codec", "main"]
 
 
 def _sub(commands, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
@@ -53,24 +53,34 @@ def _sub(commands, name: str, help_text: str, description: str) -> argparse.Argu
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _add_continue(commands) -> None:
-    """`continue` comes from the optional audio-LM toolkit; without it (or if it is broken) it is just absent."""
-    try:
-        from .lm.generate import add_continue_arguments, run_continue
-    except Exception:  # ImportError, or a half-installed toolkit: the codec commands must keep working
-        return
-    parser = _sub(commands, "continue", "continue an audio prompt with an audio language model (lm toolkit)",
-                  "Continue an audio prompt with an audio language model trained on SemantiCodec tokens.")
-    add_continue_arguments(parser)
-    parser.set_defaults(func=run_continue)
+COMMAND_ENTRY_POINTS = "semanticodec_hf.commands"  # where other packages register sub-commands
+
+
+def _add_registered_commands(commands) -> None:
+    """Sub-commands registered by other installed code under the `semanticodec_hf.commands` entry-point group: the
+    audio-LM toolkit registers `continue` there (setup.py), so this package never imports the toolkit. Each entry
+    point names a function `register(add_command)`, where `add_command(name, help, description)` returns the new
+    sub-parser. One that fails to load (a half-installed toolkit) is left out: the codec commands keep working."""
+    from importlib.metadata import entry_points
+
+    def add_command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return _sub(commands, name, help_text, description)
+
+    for entry in entry_points(group=COMMAND_ENTRY_POINTS):
+        try:
+            register = entry.load()
+        except Exception:  # ImportError, or a broken plugin: it is simply absent
+            continue
+        register(add_command)
 
 
 BUILTIN_COMMANDS = ("compress", "decompress", "encode", "decode", "info", "roundtrip", "convert")
 
 
-def build_parser(include_continue: bool = True) -> argparse.ArgumentParser:
-    """The command-line parser; without `include_continue` the optional `continue` command (which imports the LM
-    toolkit, torch and more) is left out, so that light commands such as `info` start fast."""
+def build_parser(include_registered: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; without `include_registered` the commands other packages register (the LM
+    toolkit's `continue`, which imports torch and more) are left out, so that light commands such as `info` start
+    fast."""
     parser = argparse.ArgumentParser(
         prog="semanticodec-hf",
         description="SemantiCodec as Hugging Face software: compress audio to .sct files at 0.31-1.40 kbps and back, "
@@ -150,8 +160,8 @@ def build_parser(include_continue: bool = True) -> argparse.ArgumentParser:
     convert.add_argument("--quiet", "-q", action="store_true")
     convert.set_defaults(func=cmd_convert)
 
-    if include_continue:
-        _add_continue(commands)
+    if include_registered:
+        _add_registered_commands(commands)
     return parser
 
 
@@ -191,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 usage/input error, 1 unexpected error, 130 interrupted,
     143 terminated by SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(include_continue=_command_name(argv) not in BUILTIN_COMMANDS)
+    parser = build_parser(include_registered=_command_name(argv) not in BUILTIN_COMMANDS)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help (0) or a usage error (2), already printed by argparse

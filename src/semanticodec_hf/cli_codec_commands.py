@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List
 
 from .cli_audio_io import check_audio_output, read_audio, write_audio, write_failure
 from .cli_jobs import CliError, Job, audio_suffixes, expand, refuse_overwriting
@@ -19,56 +19,51 @@ from .code_files import CODE_SUFFIXES, CodeItem, read_code_item, read_sct_item, 
 
 
 # ------------------------------------------------------------------------------------------ encoding
-def _with_resampler(feature_extractor, args: argparse.Namespace):
-    """The feature extractor, switched to --resampler when it is given (the model folder's choice otherwise)."""
+def _processor(codec, feature_extractor, args: argparse.Namespace):
+    """The codec's `SemantiCodecProcessor`, whose feature extractor switches to --resampler when it is given (the
+    model folder's choice otherwise): every command does its audio work through it."""
+    from .processing_semanticodec import SemantiCodecProcessor
+
     if getattr(args, "resampler", None):
         feature_extractor.resampler = args.resampler
-    return feature_extractor
+    return SemantiCodecProcessor.from_codec(codec, feature_extractor)
 
 
-def _features(args: argparse.Namespace, feature_extractor, job: Job) -> Dict[str, Any]:
-    """A file's encoder input (`processing_semanticodec.clip_features`: a lazy stream of fbank blocks for long
-    files) and its original sampling rate."""
-    from .processing_semanticodec import clip_features
-
+def _features(args: argparse.Namespace, processor, job: Job) -> Dict[str, Any]:
+    """A file's encoder input (`processor.prepare_audio`: a lazy stream of fbank blocks for long files) and its
+    original sampling rate."""
     audio, sampling_rate = read_audio(job.source, args.max_duration)
     try:
-        features = clip_features(_with_resampler(feature_extractor, args), audio, sampling_rate)
+        features = processor.prepare_audio(audio, sampling_rate)
     except ValueError as error:
         raise CliError(f"{job.source}: {error}") from error
     features["original_sampling_rate"] = sampling_rate
     return features
 
 
-def _encode_group(args: argparse.Namespace, codec, items: List[Dict[str, Any]]) -> List[Tuple[Any, int]]:
-    """Features of several files -> [(codes (2, F) int64 numpy, num_samples)] (`encode_features`: batched by
-    length, at most --batch-size windows per call; long files streamed alone)."""
-    from .processing_semanticodec import encode_features
-
-    return [(codes.numpy(), num_samples) for codes, num_samples in encode_features(codec, items, args.batch_size)]
-
-
 def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job, Any, int, int, Any], str]) -> int:
     """Shared body of `compress` and `encode`: read, extract features, encode in groups, write each result."""
     prepare_outputs(args, [("output", job.target) for job in jobs])
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
+    processor = _processor(codec, feature_extractor, args)
 
     def process_group(group: List[Job], outcome: Outcome, bar: Any) -> None:
         ready, items = [], []
         for job in group:
             try:
-                items.append(_features(args, feature_extractor, job))
+                items.append(_features(args, processor, job))
                 ready.append(job)
             except CliError as error:
                 fail(outcome, bar, job, error)
         if not ready:
             return
         start = time.perf_counter()
-        results = _encode_group(args, codec, items)
+        # batched by length, at most --batch-size windows per call; long files streamed alone
+        results = processor.encode_prepared(codec, items, args.batch_size)
         seconds = (time.perf_counter() - start) / len(ready)
         for job, item, (codes, num_samples) in zip(ready, items, results):
             try:
-                summary = write(job, codes, num_samples, item["original_sampling_rate"], codec.config)
+                summary = write(job, codes.numpy(), num_samples, item["original_sampling_rate"], codec.config)
             except CliError as error:
                 fail(outcome, bar, job, error)
                 continue
@@ -116,15 +111,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return _encode_jobs(args, jobs, write)
 
 
-STREAM_DECODE_WINDOWS = 8  # files longer than this many decode windows (~80 s) are decoded and written in pieces
-
-
-def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -> float:
-    """Decode one long item window chunk by window chunk and write each piece as it comes (bounded memory,
-    atomic output); returns the duration written. Equal to the batch path up to float32 rounding."""
+def _stream_to_file(processor, codec, job: Job, item: CodeItem, args: argparse.Namespace) -> float:
+    """Decode one long item window chunk by window chunk (`processor.decode_stream`) and write each piece as it
+    comes (bounded memory, atomic output); returns the duration written. Equal to the batch path up to float32
+    rounding."""
     import numpy as np
     import soundfile as sf
-    import torch
 
     from .atomic_files import atomic_write
 
@@ -140,10 +132,10 @@ def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -
 
     def write(temporary: Path) -> None:
         with sf.SoundFile(str(temporary), "w", samplerate=rate, channels=1, subtype=args.subtype) as out:
-            pieces = codec.decode_stream(
-                torch.from_numpy(item.codes), num_samples=item.num_samples, windows_per_chunk=args.batch_size or 4,
-                num_inference_steps=args.steps, guidance_scale=args.guidance_scale, sampler=args.sampler,
-                seed=args.seed,
+            pieces = processor.decode_stream(
+                codec, item.codes, num_samples=item.num_samples, windows_per_chunk=args.batch_size or 4,
+                seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+                sampler=args.sampler,
             )
             for piece in pieces:
                 samples = piece.float().cpu().numpy()
@@ -167,15 +159,14 @@ def _stream_to_file(codec, job: Job, item: CodeItem, args: argparse.Namespace) -
 
 def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path, Any], CodeItem]) -> int:
     """Shared body of `decompress` and `decode`: read codes, decode a group per model call, write wavs."""
-    from .long_audio import decode_windows
-    from .processing_semanticodec import decode_codes
     from .resampling import resample
 
     for job in jobs:
         check_audio_output(job.target, args.subtype)
     prepare_outputs(args, [("output", job.target) for job in jobs])
-    codec, _ = load_codec(args.model, args.tiny, args.device)
+    codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
     codec = set_decoder_dtype(codec, args)
+    processor = _processor(codec, feature_extractor, args)
     config = codec.config
 
     def process_group(group: List[Job], outcome: Outcome, bar: Any) -> None:
@@ -186,12 +177,11 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
                 ready.append(job)
             except CliError as error:
                 fail(outcome, bar, job, error)
-        long_items = [i for i, item in enumerate(items)
-                      if len(decode_windows(item.codes.shape[1], config)) > STREAM_DECODE_WINDOWS]
+        long_items = [i for i, item in enumerate(items) if processor.streams_decode(config, item.codes.shape[1])]
         for i in long_items:
             start = time.perf_counter()
             try:
-                duration = _stream_to_file(codec, ready[i], items[i], args)
+                duration = _stream_to_file(processor, codec, ready[i], items[i], args)
             except CliError as error:
                 fail(outcome, bar, ready[i], error)
                 continue
@@ -206,7 +196,7 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
             return
         keep = [item.num_samples or config.output_num_samples(item.codes.shape[1]) for item in items]
         start = time.perf_counter()
-        waves = decode_codes(
+        waves = processor.decode_codes(
             codec, [item.codes for item in items], num_samples=keep, seed=[args.seed] * len(items),
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, sampler=args.sampler,
             max_batch_size=args.batch_size, progress=not args.quiet and len(jobs) == 1,
@@ -295,34 +285,28 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     audio, sampling_rate = read_audio(Path(args.input), args.max_duration)
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
     codec = set_decoder_dtype(codec, args)
+    processor = _processor(codec, feature_extractor, args)
     config = codec.config
     try:
-        inputs = _with_resampler(feature_extractor, args)(audio, sampling_rate=sampling_rate, return_tensors="pt")
+        inputs = processor.prepare_audio(audio, sampling_rate)
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from error
-    inputs = {k: v.to(codec.device) for k, v in inputs.items()}
     duration = audio.shape[-1] / sampling_rate
 
     start = time.perf_counter()
-    encoded = codec.encode(**inputs, max_batch_size=args.batch_size)
+    (clip_codes, num_samples), = processor.encode_prepared(codec, [inputs], args.batch_size)
     encode_seconds = time.perf_counter() - start
-    frames = int(encoded.audio_codes_lengths[0])
-    codes = encoded.audio_codes[0, :, :frames].cpu().numpy()
+    frames = int(clip_codes.shape[1])
+    codes = clip_codes.numpy()
 
     start = time.perf_counter()
-    decoded = codec.decode(
-        encoded.audio_codes,
-        audio_codes_lengths=encoded.audio_codes_lengths,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        sampler=args.sampler,
-        seed=[args.seed],
-        max_batch_size=args.batch_size,
-        progress=not args.quiet,
-        num_samples=inputs["num_samples"],  # the reconstruction has the input's duration
+    wave, = processor.decode_codes(
+        codec, [clip_codes], num_samples=[num_samples],  # the reconstruction has the input's duration
+        seed=[args.seed], num_inference_steps=args.steps, guidance_scale=args.guidance_scale, sampler=args.sampler,
+        max_batch_size=args.batch_size, progress=not args.quiet,
     )
     decode_seconds = time.perf_counter() - start
-    wave = decoded.audio_values[0, 0, : int(decoded.audio_values_lengths[0])].cpu().numpy()
+    wave = wave.numpy()
 
     def save_codes(temporary: Path) -> None:
         with open(temporary, "wb") as handle:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
+from tqdm.auto import tqdm
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, logging
 
 from .configuration_semanticodec import SemantiCodecConfig
 from .long_audio import StreamingOverlapAdd, decode_windows, overlap_add
-from .modeling_semanticodec_decoder import SemantiCodecDecoder
+from .modeling_semanticodec_decoder import SAMPLERS, SemantiCodecDecoder, reference_ddim_timesteps
 from .modeling_semanticodec_encoder import SemantiCodecEncoder
 from .modeling_semanticodec_quantizer import SemantiCodecQuantizer
 
@@ -189,6 +190,8 @@ class SemantiCodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 
 class SemantiCodecModel(SemantiCodecPreTrainedModel):
     """SemantiCodec: 16 kHz audio <-> (semantic, acoustic) id pairs at 12.5/25/50 frames per second."""
+
+    SAMPLERS = SAMPLERS  # the `sampler` values `decode` accepts: "ddim" (the original) and diffusers solvers
 
     def __init__(self, config: SemantiCodecConfig):
         super().__init__(config)
@@ -375,8 +378,6 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
         semantic, acoustic, pending, seen = [], [], [], 0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=expected_windows, desc="encode", unit="window")
 
         def run(windows: torch.Tensor) -> None:
@@ -417,12 +418,28 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------ decode
     def set_decoder_dtype(self, dtype: Union[str, torch.dtype]) -> "SemantiCodecModel":
-        """Decode in `dtype` ("float32", the original's, or "bfloat16": ~2-3x faster on CPUs with AMX and on
-        recent GPUs, waveforms close to but not equal to float32's). Only the decoder's UNet, VAE and vocoder
+        """Decode in `dtype` ("float32", the original's, or "bfloat16": faster on CPUs with native bfloat16 and on
+        recent GPUs, see the README's "Speed and memory"; waveforms close to but not equal to float32's). Only the decoder's UNet, VAE and vocoder
         change; the encoder stays in float32, so the codes are unaffected. The conversion is in place and lossy
         (reload the model to decode in float32 again). Returns the model."""
         self.decoder.set_network_dtype(dtype)
         return self
+
+    def check_decode_settings(self, num_inference_steps: Optional[int] = None, sampler: Optional[str] = None) -> None:
+        """Refuse the settings `decode` would refuse (an unknown sampler, a step count that is not a positive
+        integer, a DDIM step count the original cannot run) without decoding anything, so that a caller can check
+        them before minutes of other work. `None` means the config's default."""
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}.")
+        if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or
+                                                not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        if (sampler or "ddim") == "ddim":  # the original DDIM crashes on some counts: say which ones work
+            steps = num_inference_steps or self.config.num_inference_steps
+            try:
+                reference_ddim_timesteps(steps, self.config.num_train_timesteps)
+            except ValueError as error:
+                raise ValueError(f"num_inference_steps={steps} cannot be decoded with the ddim sampler: {error}") from None
 
     def _sampling_settings(
         self, num_inference_steps: Optional[int], guidance_scale: Optional[float], eta: Optional[float]
