@@ -71,6 +71,10 @@ setup(
         "dev": ["pytest>=7", "hypothesis>=6", "sentencepiece>=0.2", "tensorboard>=2.10", "pesq>=0.0.4",
                 "pystoi>=0.4", "matplotlib>=3.7", "faiss-cpu>=1.8", "scikit-learn>=1.3"],
     },
-    entry_points={"console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"]},
+    entry_points={
+        "console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"],
+        # the LM toolkit adds `semanticodec-hf continue` here, so the codec's CLI never imports the toolkit
+        "semanticodec_hf.commands": ["continue=semanticodec_hf.lm.generate:register_continue_command"],
+    },
     cmdclass={"build_py": BuildPyWithStartupHook},
 )

@@ -93,6 +93,28 @@ def test_no_file_imports_a_top_level_lm_or_an_lm_module_by_its_bare_name():
     assert cycle == []
 
 
+def test_the_codec_package_never_imports_the_lm_toolkit():
+    """The dependency goes one way, LM -> codec: no module of src/semanticodec_hf imports `semanticodec_hf.lm`
+    (absolutely or as `.lm`, at the top or inside a function); `continue` reaches the CLI by its entry point."""
+    package = REPO / "src" / "semanticodec_hf"
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1 and path.parent == package:
+                    module = f"semanticodec_hf.{module}" if module else "semanticodec_hf"
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            found += [f"{path.name}:{node.lineno}" for name in names
+                      if name == "semanticodec_hf.lm" or name.startswith("semanticodec_hf.lm.")]
+    assert found == []
+    setup = (REPO / "setup.py").read_text()
+    assert '"semanticodec_hf.commands": ["continue=semanticodec_hf.lm.generate:register_continue_command"]' in setup
+
+
 @pytest.mark.parametrize("script", ["train.py", "generate.py"])
 def test_the_scripts_run_from_the_repo_root_and_from_anywhere_else(tmp_path, script):
     for command, cwd in [([sys.executable, f"lm/{script}", "--help"], REPO),
