@@ -32,9 +32,8 @@ from .tokenization_semanticodec import (
     PATTERNS,
     SHORT_AUDIO_RULES,
     SemantiCodecAudioTokenizer,
-    SemantiCodecVocabularyLayout,
-    _ConfigView,
     read_audio_tokenizer_settings,
+    saved_layout,
 )
 
 # (codec location, revision, pattern, options, device) -> tokenizer; one per process (workers fill their own).
@@ -147,12 +146,7 @@ class SemantiCodecTokenizeFunction:
         if add_special_tokens is None:
             add_special_tokens = saved.get("add_special_tokens", True)
         self.add_special_tokens = bool(add_special_tokens)
-        layout = (
-            SemantiCodecVocabularyLayout.from_dict(saved["layout"])
-            if "layout" in saved
-            else SemantiCodecVocabularyLayout.from_config(_ConfigView(settings["codec_config"]))
-        )
-        self.layout = layout.to_dict()
+        self.layout = saved_layout(settings).to_dict()
         codec_config = settings["codec_config"] or {}
         self.variant = saved.get("variant") or _variant_name(codec_config)
         self._identity = {
