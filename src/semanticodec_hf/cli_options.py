@@ -97,7 +97,8 @@ def decoder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default 2.0)")
     parser.add_argument("--decoder-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="precision of the decoder's networks: float32 (the original's, default) or bfloat16 "
-                             "(2-3x faster on CPUs with AMX and recent GPUs; close to, not equal to, float32); "
+                             "(faster on CPUs with native bfloat16 and on recent GPUs; close to, not equal to, "
+                             "float32); "
                              "float16 on GPUs. The codes never change: the encoder stays float32")
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the stochastic decoder; every file is decoded with it as if alone (default 0)")

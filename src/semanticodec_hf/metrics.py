@@ -18,6 +18,8 @@ PESQ and STOI need the optional packages `pesq` and `pystoi` (`pip install "sema
 
 from __future__ import annotations
 
+import csv
+import importlib
 import math
 import warnings
 from pathlib import Path
@@ -125,7 +127,6 @@ def _pair(reference: Any, estimate: Any, sample_rate: Optional[int] = None,
 def _import_optional(metric: str) -> Any:
     """The module a speech metric needs (`pesq` or `pystoi`), or an ImportError naming the `[eval]` extra. The one
     place that says how to install them: `pesq_wb`, `stoi`, `CodecMetrics` and the `evaluate` metric all use it."""
-    import importlib
 
     module, package, display = SPEECH_METRIC_PACKAGES[metric]
     try:
@@ -413,8 +414,6 @@ def write_report(results: Mapping[str, Any], out_dir: Any,
     by system name; a system without one shows "n/a". The plot needs matplotlib (Agg backend, imported only then).
     Returns the written paths by kind: "markdown", "csv" and, with bitrates, "plot".
     """
-    import csv
-    from pathlib import Path
 
     systems: Dict[str, Mapping[str, Any]] = dict({"codec": results} if "per_clip" in results else results)
     for system, result in systems.items():

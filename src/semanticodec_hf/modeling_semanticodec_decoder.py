@@ -25,6 +25,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from .channels_last import channels_last_convolutions
@@ -44,22 +45,22 @@ DIFFUSERS_SAMPLERS: Dict[str, tuple] = {
 SAMPLERS = ("ddim",) + tuple(DIFFUSERS_SAMPLERS)
 
 # On a CPU the vocoder's long 1-D activations (up to 32 x 163872 floats per window) stop fitting in cache when
-# windows are batched: one window per call is faster (full-size, 2 cores: 4.8 s vs 6.3 s per window at 4 per
-# call) and lighter. Other devices batch by `max_batch_size`.
+# windows are batched: one window per call is faster and lighter (`benchmarks/codec_speed.py` measures it; the
+# README's "Speed and memory" has the numbers). Other devices batch by `max_batch_size`.
 VOCODER_WINDOWS_PER_CALL_ON_CPU = 1
 
 # Precisions the decoder's networks can run in (`SemantiCodecDecoder.set_network_dtype`). float32 is the
-# original's; bfloat16 is an opt-in speed-up (AMX CPUs, recent GPUs): each network call is ~1e-2 (relative) off
-# its float32 result, so waveforms are close to, not equal to, the original's. The diffusion update, the
-# guidance combination and the schedule always stay in float32. float16 is for GPUs only.
+# original's; bfloat16 is an opt-in speed-up (CPUs with native bfloat16, recent GPUs): each network call is
+# ~1e-2 (relative) off its float32 result, so waveforms are close to, not equal to, the original's. The diffusion
+# update, the guidance combination and the schedule always stay in float32. float16 is for GPUs only.
 NETWORK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _channels_last_plan(device: torch.device, dtype: torch.dtype) -> Dict[str, bool]:
-    """Which networks run on channels-last kernels (`channels_last.py`): on a CPU, where it was measured faster
-    on the full-size networks (2 cores, AVX-512 + AMX): the vocoder in both precisions (float32 2.1x, bfloat16
-    2.2x), the VAE (float32 1.1x, bfloat16 3x over plain bfloat16) and the UNet in bfloat16 only (float32 was 8%
-    slower). Elsewhere the libraries' own layouts are kept."""
+    """Which networks run on channels-last kernels (`channels_last.py`): on a CPU, where `benchmarks/codec_speed.py`
+    found them faster on the full-size networks (numbers in the README's "Speed and memory"): the vocoder and the
+    VAE in both precisions, the UNet in bfloat16 only (in float32 it was slower). Elsewhere the libraries' own
+    layouts are kept."""
     on_cpu = device.type == "cpu"
     return {"unet": on_cpu and dtype != torch.float32, "vae": on_cpu, "vocoder": on_cpu}
 
@@ -563,8 +564,6 @@ class SemantiCodecDecoder(nn.Module):
         timesteps = scheduler.timesteps
         steps = enumerate(timesteps)
         if progress:
-            from tqdm.auto import tqdm
-
             steps = tqdm(steps, desc=desc, total=len(timesteps))
         for i, t in steps:
             v = guided(scheduler.scale_model_input(x, t), t)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from transformers.audio_utils import mel_filter_bank
 
 VAE_MEL_SAMPLING_RATE = 16000
 VAE_MEL_N_FFT = 1024
@@ -23,8 +24,6 @@ VAE_MEL_FLOOR = 1e-5
 @lru_cache(maxsize=None)
 def vae_mel_filters() -> torch.Tensor:
     """`[513, 64]` filters, float32 (librosa `filters.mel(sr=16000, n_fft=1024, n_mels=64, fmax=8000)`, transposed)."""
-    from transformers.audio_utils import mel_filter_bank
-
     filters = mel_filter_bank(
         num_frequency_bins=VAE_MEL_N_FFT // 2 + 1, num_mel_filters=VAE_MEL_BINS, min_frequency=0.0,
         max_frequency=VAE_MEL_FMAX, sampling_rate=VAE_MEL_SAMPLING_RATE, norm="slaney", mel_scale="slaney",
