@@ -1,0 +1,59 @@
+"""How many CPU threads a job uses: the `--threads N` option of every command and recipe.
+
+PyTorch starts as many OpenMP threads as the machine has cores, whatever else runs there. When two such jobs
+share the cores, their threads wait for each other at every parallel region (OpenMP workers spin while they
+wait), so a job that takes half a minute alone can take several minutes next to another. Giving each job its
+share of the cores (`--threads`) avoids that; the default is every CPU this process may use.
+Torch-free at import: the command line builds its parser without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Optional
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: what `taskset`, cgroups cpusets and batch schedulers
+    leave it), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity call on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def _thread_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 thread, got {value}")
+    return value
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--threads N` (default: `available_cpus()`); pass the parsed value to `use_threads`."""
+    parser.add_argument(
+        "--threads", type=_thread_count, default=None, metavar="N",
+        help=f"CPU threads for torch (default: the CPUs this process may use, {available_cpus()} here). When several "
+             "jobs share a machine, give each its share of the cores: oversubscribed threads spin against each "
+             "other and everything runs many times slower",
+    )
+
+
+def use_threads(threads: Optional[int] = None) -> int:
+    """Make torch use `threads` CPU threads (None: `available_cpus()`) for its operators and, where it can still
+    be set, for inter-op work; returns the count."""
+    import torch
+
+    count = int(threads or available_cpus())
+    if count < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
+    torch.set_num_threads(count)
+    try:
+        torch.set_num_interop_threads(count)
+    except RuntimeError:  # settable once per process, before any inter-op work: later calls are refused
+        pass
+    return count
