@@ -52,11 +52,13 @@ def stored_decode_noise(fixtures_dir: Path) -> torch.Tensor:
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(monkeypatch):
     """One torch thread: the tiny codec runs many small ops, which 2 OpenMP threads on a loaded 2-core box
-    slow down by up to ~100x."""
+    slow down by up to ~100x. OMP_NUM_THREADS=1 too: the commands and recipes a test runs in-process set their
+    default thread count from it (`cpu_threads.default_threads`)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(previous)
 

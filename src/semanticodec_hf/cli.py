@@ -25,6 +25,7 @@ from .cli_codec_commands import (cmd_compress, cmd_convert, cmd_decode, cmd_deco
                                  cmd_encode, cmd_info, cmd_roundtrip)
 from .cli_jobs import CliError
 from .cli_options import audio_input_options, decoder_options, model_options
+from .cpu_threads import add_threads_option, use_threads
 from .cli_runner import Reported, load_codec
 from .code_files import PT_FORMAT_TAG
 
@@ -157,7 +158,8 @@ def build_parser(include_registered: bool = True) -> argparse.ArgumentParser:
     convert.add_argument("--cache-dir", help="huggingface_hub cache for downloads")
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repo")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    convert.add_argument("--quiet", "-q", action="store_true")
+    convert.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary (errors still print)")
+    add_threads_option(convert)
     convert.set_defaults(func=cmd_convert)
 
     if include_registered:
@@ -208,6 +210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     try:
+        if hasattr(args, "threads"):
+            use_threads(args.threads)  # every command that runs torch has --threads (default: the usable CPUs)
         with _sigterm_as_exception():
             return int(args.func(args) or 0)
     except Reported:

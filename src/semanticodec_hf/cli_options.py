@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
+from .cpu_threads import add_threads_option
+
 DEFAULT_MAX_DURATION = 3600.0  # seconds; see --max-duration
 
 
@@ -47,6 +49,7 @@ def model_options(parser: argparse.ArgumentParser) -> None:
                         help="files per model call, and at most this many 10.24 s windows per network call "
                              "(bounds memory; default 8)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries (errors still print)")
+    add_threads_option(parser)
 
 
 def audio_input_options(parser: argparse.ArgumentParser) -> None:

@@ -174,11 +174,11 @@ def run_jobs(
     process_group: Callable[[List[Job], Outcome, Any], None],
 ) -> int:
     """Run `process_group` over groups of `--batch-size` files with a file progress bar; exit code 2 on failures."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     outcome = Outcome()
     show_files = not args.quiet and len(jobs) > 1
-    with tqdm(total=len(jobs), desc=args.command, unit="file", disable=not show_files, file=sys.stderr) as bar:
+    with progress_bar(total=len(jobs), desc=args.command, unit="file", quiet=not show_files) as bar:
         for group in groups(jobs, args.batch_size):
             process_group(group, outcome, bar)
     if len(jobs) == 1 and outcome.failed:

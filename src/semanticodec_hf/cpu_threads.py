@@ -3,7 +3,8 @@
 PyTorch starts as many OpenMP threads as the machine has cores, whatever else runs there. When two such jobs
 share the cores, their threads wait for each other at every parallel region (OpenMP workers spin while they
 wait), so a job that takes half a minute alone can take several minutes next to another. Giving each job its
-share of the cores (`--threads`) avoids that; the default is every CPU this process may use.
+share of the cores (`--threads`) avoids that; the default is `OMP_NUM_THREADS` when it is set (the usual way
+to pin a job's threads), else every CPU this process may use.
 Torch-free at import: the command line builds its parser without torch.
 """
 
@@ -23,6 +24,12 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """`OMP_NUM_THREADS` when it holds a positive integer, else `available_cpus()`."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
+
+
 def _thread_count(text: str) -> int:
     try:
         value = int(text)
@@ -34,21 +41,21 @@ def _thread_count(text: str) -> int:
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """`--threads N` (default: `available_cpus()`); pass the parsed value to `use_threads`."""
+    """`--threads N` (default: `default_threads()`); pass the parsed value to `use_threads`."""
     parser.add_argument(
         "--threads", type=_thread_count, default=None, metavar="N",
-        help=f"CPU threads for torch (default: the CPUs this process may use, {available_cpus()} here). When several "
-             "jobs share a machine, give each its share of the cores: oversubscribed threads spin against each "
-             "other and everything runs many times slower",
+        help=f"CPU threads for torch (default: OMP_NUM_THREADS if set, else the CPUs this process may use; "
+             f"{default_threads()} here). When several jobs share a machine, give each its share of the cores: "
+             "oversubscribed threads spin against each other and everything runs many times slower",
     )
 
 
 def use_threads(threads: Optional[int] = None) -> int:
-    """Make torch use `threads` CPU threads (None: `available_cpus()`) for its operators and, where it can still
+    """Make torch use `threads` CPU threads (None: `default_threads()`) for its operators and, where it can still
     be set, for inter-op work; returns the count."""
     import torch
 
-    count = int(threads or available_cpus())
+    count = int(threads or default_threads())
     if count < 1:
         raise ValueError(f"threads must be at least 1, got {threads}.")
     torch.set_num_threads(count)
