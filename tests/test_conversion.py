@@ -2,7 +2,9 @@
 public `decode` included); the Hub path with the download patched; strict key accounting for every variant;
 bad files."""
 
+import contextlib
 import gzip
+import io
 import json
 from pathlib import Path
 from unittest import mock
@@ -38,13 +40,26 @@ def official_folder(tmp_path_factory) -> Path:
     return root
 
 
+CONVERSION_STDERR = {}  # what the `converted` fixture's conversion printed on stderr (its progress bar)
+
+
 @pytest.fixture(scope="module")
 def converted(official_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("converted") / "semanticodec-100tps-8192"
-    code = cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
-                     "--checkpoint-dir", str(official_folder), "--output", str(out), "--quiet"])
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:  # tqdm looks up sys.stderr when the bar is made
+        code = cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
+                         "--checkpoint-dir", str(official_folder), "--output", str(out)])
+    CONVERSION_STDERR["text"] = stderr.getvalue()
     assert code == 0
     return out
+
+
+def test_conversion_shows_each_step_on_stderr(converted):
+    """(`--quiet` hiding it: test_hub_download_path_serves_the_same_files.)"""
+    shown = CONVERSION_STDERR["text"]
+    assert "convert" in shown and "7/7" in shown, shown[-500:]
+    for step in ("read encoder.ckpt", "read decoder.ckpt", "map weights", "checksums", "write folder"):
+        assert step in shown, step
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +140,7 @@ def test_public_decode_of_the_converted_model_matches_the_originals_waveform(
     assert error <= bound, f"max |decode - original| = {error:.3g} > {bound:.3g} (1e-3 x max|ref|)"
 
 
-def test_hub_download_path_serves_the_same_files(official_folder, converted, tmp_path):
+def test_hub_download_path_serves_the_same_files(official_folder, converted, tmp_path, capsys):
     requested = []
 
     def fake_download(repo_id, filename, **kwargs):
@@ -136,6 +151,7 @@ def test_hub_download_path_serves_the_same_files(official_folder, converted, tmp
     with mock.patch("huggingface_hub.hf_hub_download", side_effect=fake_download):
         assert cli_main(["convert", "--token-rate", "100", "--semantic-vocab-size", str(VOCAB),
                          "--output", str(out), "--quiet"]) == 0
+    assert "convert" not in capsys.readouterr().err  # --quiet: no progress bar
     assert requested == [
         ("haoheliu/SemantiCodec", "semanticodec_tokenrate_100/encoder.ckpt"),
         ("haoheliu/SemantiCodec", "semanticodec_tokenrate_100/decoder.ckpt"),

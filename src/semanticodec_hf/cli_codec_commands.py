@@ -347,6 +347,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             push_to_hub=args.push_to_hub,
             overwrite=args.overwrite,
+            progress=not args.quiet,
         )
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         raise CliError(str(error)) from error

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
 from .model_cards import render_model_card
 from .modeling_semanticodec import SemantiCodecModel
 from .processing_semanticodec import SemantiCodecProcessor
+from .progress import progress_bar
 
 HUB_REPO_ID = "haoheliu/SemantiCodec"
 _FEATURE_DIM_TO_TOKEN_RATE = {768: 100, 1536: 50, 3072: 25}
@@ -221,8 +222,10 @@ def convert_to_folder(
     revision: Optional[str] = None,
     push_to_hub: Optional[str] = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
-    """Read (or download) a variant's official files and write a complete `from_pretrained` folder.
+    """Read (or download) a variant's official files and write a complete `from_pretrained` folder; with
+    `progress`, a bar on stderr names each step (reading ~GB checkpoints and hashing them takes a while).
 
     The folder is written to a temporary sibling and renamed at the end, so a failure leaves nothing
     half-written at `output_dir`.
@@ -230,41 +233,51 @@ def convert_to_folder(
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} exists and is not empty; pass --overwrite to replace it.")
-    files = (
-        locate_local_files(checkpoint_dir, token_rate, semantic_vocab_size)
-        if checkpoint_dir is not None
-        else download_files(token_rate, semantic_vocab_size, cache_dir=cache_dir, revision=revision)
-    )
-    model = convert_original_checkpoint(
-        load_original_checkpoint(files.encoder),
-        load_original_checkpoint(files.decoder),
-        load_semantic_codebook(files.semantic_codebook),
-        token_rate,
-        semantic_vocab_size,
-    )
-    model.config.original_checkpoint_sha256 = {
-        "encoder.ckpt": _sha256(files.encoder),
-        "decoder.ckpt": _sha256(files.decoder),
-        Path(files.semantic_codebook).name: _sha256(files.semantic_codebook),
-    }
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging, max_shard_size="2GB")
-        # The processor writes processor_config.json and the feature extractor's preprocessor_config.json; with the
-        # model's config.json they carry `auto_map` and the model code, for `trust_remote_code=True` loading.
-        SemantiCodecProcessor.from_codec(model, SemantiCodecFeatureExtractor()).save_pretrained(staging)
-        (staging / "README.md").write_text(render_model_card(model.config), encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if push_to_hub:  # upload the finished folder as it is (weights, configs and model card together)
-        from huggingface_hub import HfApi
+    steps = ["locate files" if checkpoint_dir is not None else "download", "read encoder.ckpt", "read decoder.ckpt",
+             "read codebook", "map weights", "checksums", "write folder"] + (["upload"] if push_to_hub else [])
+    with progress_bar(total=len(steps), desc="convert", unit="step", quiet=not progress) as bar:
+        def step(value: Any) -> Any:
+            """Mark the step just finished and name the next one on the bar."""
+            bar.update(1)
+            if bar.n < len(steps):
+                bar.set_postfix_str(steps[int(bar.n)])
+            return value
 
-        api = HfApi()
-        api.create_repo(push_to_hub, exist_ok=True)
-        api.upload_folder(folder_path=str(output_dir), repo_id=push_to_hub)
+        bar.set_postfix_str(steps[0])
+        files = step(
+            locate_local_files(checkpoint_dir, token_rate, semantic_vocab_size)
+            if checkpoint_dir is not None
+            else download_files(token_rate, semantic_vocab_size, cache_dir=cache_dir, revision=revision)
+        )
+        encoder = step(load_original_checkpoint(files.encoder))
+        decoder = step(load_original_checkpoint(files.decoder))
+        codebook = step(load_semantic_codebook(files.semantic_codebook))
+        model = step(convert_original_checkpoint(encoder, decoder, codebook, token_rate, semantic_vocab_size))
+        model.config.original_checkpoint_sha256 = step({
+            "encoder.ckpt": _sha256(files.encoder),
+            "decoder.ckpt": _sha256(files.decoder),
+            Path(files.semantic_codebook).name: _sha256(files.semantic_codebook),
+        })
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+        try:
+            model.save_pretrained(staging, max_shard_size="2GB")
+            # The processor writes processor_config.json and the feature extractor's preprocessor_config.json; with
+            # the model's config.json they carry `auto_map` and the model code, for `trust_remote_code=True` loading.
+            SemantiCodecProcessor.from_codec(model, SemantiCodecFeatureExtractor()).save_pretrained(staging)
+            (staging / "README.md").write_text(render_model_card(model.config), encoding="utf-8")
+            if output_dir.exists():
+                shutil.rmtree(output_dir)
+            os.replace(staging, output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        step(None)
+        if push_to_hub:  # upload the finished folder as it is (weights, configs and model card together)
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(push_to_hub, exist_ok=True)
+            api.upload_folder(folder_path=str(output_dir), repo_id=push_to_hub)
+            step(None)
     return output_dir
