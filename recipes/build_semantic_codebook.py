@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from semanticodec_hf.codec_timing import PATCH_SECONDS, SAMPLING_RATE, padded_min_samples
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
+from semanticodec_hf.progress import progress_bar
 
 EXAMPLES = """examples:
   # smoke test on any folder with a RANDOM tiny codec and small vocabularies (--token-rate 100, 50 or 25)
@@ -71,6 +73,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--extensions", default="wav,flac,ogg")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-models", action="store_true", help="also write the codec with each new codebook")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bars (feature extraction, k-means) or summaries on stderr")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
     if args.token_rate is not None and not args.tiny:
         parser.error("--token-rate configures the --tiny codec; a --model brings its own token rate.")
@@ -168,9 +173,17 @@ def extract_features(paths: List[str], model_path: str, args: argparse.Namespace
     features = datasets.Features({"path": datasets.Value("string"),
                                   "features": datasets.List(datasets.List(datasets.Value("float32"))),
                                   "num_frames": datasets.Value("int64"), "skipped": datasets.Value("string")})
-    return table.map(function, batched=True, batch_size=args.batch_size, with_indices=True, features=features,
-                     num_proc=args.num_proc if args.num_proc > 1 else None, new_fingerprint=fingerprint,
-                     desc="AudioMAE features")
+    # the feature-extraction bar is datasets.map's own: --quiet turns it off for this call only
+    bars_were_on = datasets.is_progress_bar_enabled()
+    if args.quiet:
+        datasets.disable_progress_bars()
+    try:
+        return table.map(function, batched=True, batch_size=args.batch_size, with_indices=True, features=features,
+                         num_proc=args.num_proc if args.num_proc > 1 else None, new_fingerprint=fingerprint,
+                         desc="AudioMAE features")
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 def feature_chunks(table, chunk_size: int, order):
@@ -204,12 +217,17 @@ def kmeans_sklearn(table, vocab_size: int, args: argparse.Namespace):
     kmeans = MiniBatchKMeans(n_clusters=vocab_size, batch_size=min(chunk_size, 4096), random_state=args.seed,
                              n_init=1, init="k-means++", reassignment_ratio=0.01)
     rng = np.random.default_rng(args.seed)
-    for epoch in range(args.epochs):
-        for chunk in feature_chunks(table, chunk_size, rng.permutation(len(table)).tolist()):
-            if not hasattr(kmeans, "cluster_centers_") and chunk.shape[0] < vocab_size:
-                raise ValueError(f"the first feature chunk has {chunk.shape[0]} frames, fewer than {vocab_size} "
-                                 "clusters; raise --chunk-size or use more audio.")
-            kmeans.partial_fit(chunk)
+    frames = int(sum(table["num_frames"]))
+    with progress_bar(total=args.epochs * frames, desc=f"k-means V={vocab_size}", unit="frame", unit_scale=True,
+                      quiet=args.quiet) as bar:
+        for epoch in range(args.epochs):
+            bar.set_postfix_str(f"epoch {epoch + 1}/{args.epochs}")
+            for chunk in feature_chunks(table, chunk_size, rng.permutation(len(table)).tolist()):
+                if not hasattr(kmeans, "cluster_centers_") and chunk.shape[0] < vocab_size:
+                    raise ValueError(f"the first feature chunk has {chunk.shape[0]} frames, fewer than {vocab_size} "
+                                     "clusters; raise --chunk-size or use more audio.")
+                kmeans.partial_fit(chunk)
+                bar.update(chunk.shape[0])
     return kmeans.cluster_centers_.astype(np.float32)
 
 
@@ -228,8 +246,9 @@ def kmeans_faiss(table, vocab_size: int, args: argparse.Namespace):
     if limit * vocab_size < data.shape[0]:
         print(f"V={vocab_size}: faiss trains on a random {limit * vocab_size} of the {data.shape[0]} frames "
               f"(--max-points-per-centroid {limit})", file=sys.stderr)
-    kmeans = faiss.Kmeans(data.shape[1], vocab_size, niter=args.kmeans_iterations, seed=args.seed, verbose=False,
-                          max_points_per_centroid=limit)
+    # faiss trains in one call: its own verbose mode prints each iteration (time, objective) as progress
+    kmeans = faiss.Kmeans(data.shape[1], vocab_size, niter=args.kmeans_iterations, seed=args.seed,
+                          verbose=not args.quiet, max_points_per_centroid=limit)
     kmeans.train(data)
     return kmeans.centroids.astype(np.float32)
 
@@ -296,6 +315,7 @@ def save_model_with_codebook(model_path: str, centroids, target: Path, codebook_
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    use_threads(args.threads)
     import numpy as np
 
     audio_dir, output = Path(args.audio_dir), Path(args.output)
@@ -324,8 +344,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     frames = int(sum(table["num_frames"]))
     skipped = {path: reason for path, reason in zip(table["path"], table["skipped"]) if reason}
     used = len(paths) - len(skipped)
-    print(f"{used} clips -> {frames} feature frames in {time.perf_counter() - started:.1f} s"
-          + (f" ({len(skipped)} skipped, listed at the end)" if skipped else ""), file=sys.stderr)
+    if not args.quiet:
+        print(f"{used} clips -> {frames} feature frames in {time.perf_counter() - started:.1f} s"
+              + (f" ({len(skipped)} skipped, listed at the end)" if skipped else ""), file=sys.stderr)
     if not frames:
         raise SystemExit(f"error: none of the {len(paths)} files under {audio_dir} gave features (all empty or "
                          "shorter than 0.16 s); use longer audio.")

@@ -29,6 +29,9 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
+from semanticodec_hf.progress import progress_bar
+
 EXAMPLES = """examples:
   # mode A: SemantiCodec on a folder whose sub-folders are domains (speech/, music/, sound/)
   python recipes/evaluate_codec.py --audio-dir ./eval --model ./semanticodec-100tps-8192 \\
@@ -104,6 +107,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-reconstructions", help="also write SemantiCodec's reconstructions here")
     parser.add_argument("--extensions", default="wav,flac,ogg")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bars or summaries on stderr (errors and the report still print)")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
     if not (args.model or args.tiny or args.estimate or args.estimate_dir):
         parser.error("give --model (or --tiny) to reconstruct with SemantiCodec, and/or --estimate-dir DIR "
@@ -320,7 +326,7 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
     processor = SemantiCodecProcessor.from_codec(codec, feature_extractor)
     minimum = feature_extractor.min_num_samples  # one AudioMAE patch (0.16 s): SemantiCodec's shortest input
     estimates, started, padded = {}, time.perf_counter(), []
-    for clip in clips:
+    for clip in progress_bar(clips, desc="reconstruct", unit="clip", quiet=args.quiet):
         audio = clip.audio.astype(np.float32)
         if audio.size < minimum:
             padded.append(clip.name)
@@ -328,7 +334,9 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
         wave, = processor.decode_codes(codec, [codes], num_samples=[num_samples], seed=args.seed,
                                        num_inference_steps=args.steps)
         estimates[clip.name] = wave[: clip.audio.size].double().numpy()
-    print(f"SemantiCodec reconstructed {len(clips)} clips in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if not args.quiet:
+        print(f"SemantiCodec reconstructed {len(clips)} clips in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
     if padded:
         print(f"note: {len(padded)} clip(s) shorter than {minimum / SAMPLE_RATE} s were zero-padded for "
               f"SemantiCodec (its shortest input) and cut back: {', '.join(padded[:5])}", file=sys.stderr)
@@ -346,6 +354,7 @@ def reconstruct(clips: List[Clip], args: argparse.Namespace):
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    use_threads(args.threads)
     from semanticodec_hf.metrics import load_codec_metric, write_report
 
     clips = clips_from_dataset(args) if args.dataset else clips_from_folder(args)
@@ -374,21 +383,24 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     metric = load_codec_metric(keep_in_memory=True)  # the audio is in memory already: no Arrow cache files
     names = [clip.name for clip in clips]
     results = {}
-    for label, estimates in systems.items():
-        try:
-            results[label] = metric.compute(
-                predictions=[estimates[n] for n in names], references=[clip.audio for clip in clips],
-                sampling_rate=SAMPLE_RATE, domains=[clip.domain for clip in clips], speech=speech, names=names,
-                max_length_difference=args.max_length_difference, detailed=True)
-        except (ValueError, ImportError) as error:  # bad audio; PESQ/STOI without the [eval] extra
-            raise SystemExit(f"error: {label}: {error}") from None
+    # clips x systems: PESQ and STOI on a hundred clips take minutes per system; the bar names the system
+    with progress_bar(total=len(names) * len(systems), desc="score", unit="clip", quiet=args.quiet) as bar:
+        for label, estimates in systems.items():
+            bar.set_postfix_str(label)
+            try:
+                results[label] = metric.compute(
+                    predictions=[estimates[n] for n in names], references=[clip.audio for clip in clips],
+                    sampling_rate=SAMPLE_RATE, domains=[clip.domain for clip in clips], speech=speech, names=names,
+                    max_length_difference=args.max_length_difference, detailed=True,
+                    on_clip=lambda _name: bar.update(1))
+            except (ValueError, ImportError) as error:  # bad audio; PESQ/STOI without the [eval] extra
+                raise SystemExit(f"error: {label}: {error}") from None
     written = write_report(results, args.output, bitrates, token_rates)
     print(Path(written["markdown"]).read_text())
-    print("written: " + ", ".join(written.values()), file=sys.stderr)
+    if not args.quiet:
+        print("written: " + ", ".join(written.values()), file=sys.stderr)
     return {"results": results, "written": written}
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout
     main()

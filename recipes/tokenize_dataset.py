@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
+from semanticodec_hf.progress import progress_bar
+
 METADATA_COLUMNS = ("path", "sampling_rate", "variant")  # as in semanticodec_hf.datasets_utils
 
 EXAMPLES = """examples:
@@ -72,7 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--audio-column", default="audio", help="audio column of the Hub dataset")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per map batch")
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes (each loads the codec once)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    add_threads_option(parser)  # with --num-proc > 1 the default is 1 for the main process (workers use 1 each)
     parser.add_argument("--shard-size", type=int, default=1000, help="clips per resumable shard")
     parser.add_argument("--max-clips", type=int, help="only the first N clips (demos)")
     parser.add_argument("--stop-after-shards", type=int, help="process at most N shards this run, then exit")
@@ -83,7 +86,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --tiny codec")
     parser.add_argument("--overwrite", action="store_true", help="discard previous results in --output")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "num_proc", "threads", "shard_size"):
+    for name in ("batch_size", "num_proc", "shard_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -279,12 +282,11 @@ def summarize(
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    import torch
-    from tqdm.auto import tqdm
-
     from semanticodec_hf.datasets_utils import SemantiCodecTokenizeFunction
 
-    torch.set_num_threads(args.threads)
+    # Forked map workers take 1 thread each; the main process then only coordinates, and must not start an
+    # OpenMP pool before forking (a forked worker would hang), so it stays at 1 unless --threads says otherwise.
+    args.threads = use_threads(args.threads or (1 if args.num_proc > 1 else None))
     output = Path(args.output).resolve()
     if args.overwrite or not (output / RUN_CONFIG).is_file():
         output.mkdir(parents=True, exist_ok=True)
@@ -322,7 +324,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             if key in total:
                 total[key] += value
     started, processed = time.perf_counter(), 0
-    with tqdm(total=len(dataset), initial=int(total["clips"]), unit="clip", desc="tokenize", file=sys.stderr) as bar:
+    with progress_bar(total=len(dataset), initial=int(total["clips"]), unit="clip", desc="tokenize") as bar:
         for index in range(num_shards):
             if index in finished:
                 continue

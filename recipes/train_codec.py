@@ -37,7 +37,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
 from semanticodec_hf import SemantiCodecConfig, SemantiCodecFeatureExtractor, SemantiCodecModel
@@ -48,8 +47,10 @@ from semanticodec_hf.codec_training import (
     reinitialize_trained_parts,
     trainable_parameters,
 )
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.datasets_utils import load_audio
 from semanticodec_hf.metrics import mel_distance, multi_resolution_stft_distance, si_sdr
+from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.recipe_loading import build_recipe, read_recipe
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run
@@ -339,12 +340,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="overrides train.output_dir")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--resume", default="auto", help="'auto' (newest checkpoint, if any), 'no', or a path")
+    add_threads_option(parser)  # per process: with several accelerate processes on one CPU, give each a share
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None, callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
     """The command line; `callbacks` are passed to `train`."""
     args = parse_args(argv)
+    use_threads(args.threads)
     overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
     return train(load_recipe(args.config, overrides), args.resume, callbacks)
 
@@ -397,8 +400,8 @@ def train(recipe: CodecRecipe, resume: str = "auto", callbacks: Sequence[Callabl
         log(validate(accelerator, trainer, source, val_clips, cfg, 0), 0)
     accelerator.wait_for_everyone()
     started, last = time.perf_counter(), {}
-    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train codec", unit="step",
-               disable=not accelerator.is_local_main_process, file=sys.stderr)
+    bar = progress_bar(total=cfg.max_steps, initial=start_step, desc="train codec", unit="step",
+                       quiet=not accelerator.is_local_main_process)
     for step in range(start_step + 1, cfg.max_steps + 1):
         clips, offsets = step_plan(step, cfg.seed, cfg.batch_size, len(train_clips))
         mine = slice(rank * per_process, (rank + 1) * per_process)

@@ -130,6 +130,13 @@ def test_short_and_empty_clips_are_skipped_and_named(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: skipped 2 of 4 audio files" in err
     assert f"{folder / 'blip.wav'}: 0.050 s" in err and f"{folder / 'empty.wav'}: empty" in err
+    assert "AudioMAE features" in err and "k-means V=8" in err and "epoch 5/5" in err  # the progress bars
+    # --quiet: no bars and no summary; the warnings about skipped files still print
+    recipe.main(["--audio-dir", str(folder), "--tiny", "--vocab-sizes", "8", "--output", str(tmp_path / "q"),
+                 "--backend", "sklearn", "--chunk-size", "64", "--quiet"])
+    err = capsys.readouterr().err
+    assert "k-means" not in err and "AudioMAE features" not in err and "feature frames in" not in err
+    assert "warning: skipped 2 of 4 audio files" in err
     # nothing usable at all is an error, not an empty codebook
     only_short = tmp_path / "short_only"
     only_short.mkdir()

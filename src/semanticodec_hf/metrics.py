@@ -23,7 +23,7 @@ import importlib
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -338,7 +338,7 @@ class CodecMetrics:
     is "speech". PESQ and STOI need the `[eval]` extra: when any clip is speech and it is missing, an ImportError
     says so before anything is scored. Means skip clips where a metric does not apply. Without `domains` every
     clip is in the domain "all". `estimate_sample_rate`, when given, must equal `sample_rate` (these metrics never
-    resample one side).
+    resample one side). `on_clip(name)` is called after each clip is scored (progress reporting).
 
     The same numbers as an `evaluate` metric: `load_codec_metric()` (see `semanticodec_hf/evaluation/`).
     """
@@ -357,6 +357,7 @@ class CodecMetrics:
         predictions: Optional[Sequence[Any]] = None,
         max_length_difference: Optional[float] = None,
         estimate_sample_rate: Optional[int] = None,
+        on_clip: Optional[Callable[[str], None]] = None,
     ) -> Dict[str, Any]:
         if predictions is not None:
             if estimates is not None:
@@ -385,6 +386,8 @@ class CodecMetrics:
             except ValueError as error:
                 raise ValueError(f"Clip {names[index]!r}: {error}") from None
             rows.append({"clip": names[index], "domain": domains[index], **scores})
+            if on_clip is not None:  # e.g. a progress bar's update: PESQ/STOI of many clips take minutes
+                on_clip(names[index])
         per_domain = {domain: _means([r for r in rows if r["domain"] == domain]) for domain in dict.fromkeys(domains)}
         return {"per_clip": rows, "per_domain": per_domain, "overall": _means(rows)}
 

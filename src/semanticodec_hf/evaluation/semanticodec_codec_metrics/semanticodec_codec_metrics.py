@@ -43,6 +43,7 @@ Args:
     max_length_difference (`float`, optional): seconds by which a reconstruction may be longer or shorter than
         its reference (default max(0.1 s, 1 % of the reference)).
     detailed (`bool`, default False): return the full `CodecMetrics.compute` result instead of the means.
+    on_clip (callable, optional): called with each clip's name once it is scored (a progress bar's update).
 
 Returns:
     The means over all clips (`CodecMetrics.compute(...)["overall"]`): `clips` (their number), `mel_distance`,
@@ -108,7 +109,8 @@ class SemanticodecCodecMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, sampling_rate=None, predictions_sampling_rate=None, speech=None,
-                 domains=None, names=None, max_length_difference=None, detailed=False, sample_rate=None):
+                 domains=None, names=None, max_length_difference=None, detailed=False, sample_rate=None,
+                 on_clip=None):
         if sample_rate is not None:
             if sampling_rate is not None and sampling_rate != sample_rate:
                 raise ValueError(f"sampling_rate={sampling_rate!r} and sample_rate={sample_rate!r} disagree; "
@@ -120,5 +122,5 @@ class SemanticodecCodecMetrics(evaluate.Metric):
         results = CodecMetrics().compute(
             references=references, predictions=predictions, sample_rate=sampling_rate, domains=domains,
             speech=speech, names=names, max_length_difference=max_length_difference,
-            estimate_sample_rate=predictions_sampling_rate)
+            estimate_sample_rate=predictions_sampling_rate, on_clip=on_clip)
         return results if detailed else results["overall"]
