@@ -32,6 +32,8 @@ _EXPORTS = {
     "SemantiCodecAudioTokenizer": "tokenization_semanticodec",
     "SemantiCodecProcessor": "processing_semanticodec",
     "SemantiCodecTokenizeFunction": "datasets_utils",
+    "JointVocabulary": "joint_vocabulary",  # audio ids inside a text tokenizer's vocabulary
+    "extend_text_tokenizer": "joint_vocabulary",
     "AcousticBPE": "acoustic_bpe",  # sentencepiece is imported only when a BPE model is trained or loaded
     "CodecMetrics": "metrics",  # pesq/pystoi/matplotlib are imported only when used
     "load_codec_metric": "metrics",  # the same metrics as an `evaluate` module
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from .configuration_semanticodec import PUBLISHED_SEMANTIC_VOCAB_SIZES, PUBLISHED_TOKEN_RATES, SemantiCodecConfig
     from .datasets_utils import SemantiCodecTokenizeFunction
     from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+    from .joint_vocabulary import JointVocabulary, extend_text_tokenizer
     from .metrics import CodecMetrics, load_codec_metric
     from .modeling_semanticodec import (
         SemantiCodecDecoderOutput,

@@ -23,6 +23,7 @@ from transformers.utils import logging
 from .audio_token_ids import AudioTokenIds
 from .codec_timing import SAMPLING_RATE as _PUBLISHED_SAMPLING_RATE
 from .feature_extraction_semanticodec import SemantiCodecFeatureExtractor
+from .joint_vocabulary import build_audio_fast_tokenizer
 from .audio_token_layout import PATTERNS, SPECIAL_TOKENS, SemantiCodecVocabularyLayout, codes_to_ids, ids_to_codes
 from .processing_semanticodec import (  # noqa: F401 (AudioItemError, SHORT_AUDIO_RULES, pad_codes: re-exported)
     SHORT_AUDIO_RULES,
@@ -33,6 +34,8 @@ from .processing_semanticodec import (  # noqa: F401 (AudioItemError, SHORT_AUDI
 )
 
 if TYPE_CHECKING:  # the model is imported when first needed: it pulls diffusers, which ids-only use never needs
+    from transformers import PreTrainedTokenizerFast
+
     from .modeling_semanticodec import SemantiCodecModel
 
 logger = logging.get_logger(__name__)
@@ -274,7 +277,14 @@ class SemantiCodecAudioTokenizer(AudioTokenIds):
                 )
             data["codec"] = None  # ids-only tokenizer
         (directory / AUDIO_TOKENIZER_CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        # tokenizer.json + tokenizer_config.json: the folder (e.g. an LM's) also loads with AutoTokenizer, ids equal
+        self.fast_tokenizer().save_pretrained(directory)
         return directory
+
+    def fast_tokenizer(self) -> "PreTrainedTokenizerFast":
+        """This vocabulary as a standard `PreTrainedTokenizerFast` (`<|s_12|>`, `<|a_5|>`, `<|audio_bos|>`, ...:
+        see `joint_vocabulary`), with the same ids; what `save_pretrained` writes for `AutoTokenizer`."""
+        return build_audio_fast_tokenizer(self.layout)
 
     @classmethod
     def from_pretrained(
