@@ -13,12 +13,18 @@ line is the smoke test: the tiny recipe trains on a synthetic corpus in the rand
 No text is involved. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
 decodable by the codec (the right stream at every position, `<eos>` only after a whole frame); the output starts
 with exactly the prompt's reconstruction and then the LM's continuation.
+
+Decoding: sampling by default (`--temperature`, `--top-k`, `--top-p`), or `--greedy`, or beam search
+(`--num-beams N`); the pattern constraint holds for every beam. `--repetition-penalty`, `--no-repeat-ngram-size`
+(semantic ids only) and `--min-seconds` (with it the LM may end a clip with `<eos>` once it is that long) apply
+to all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -33,7 +39,8 @@ from transformers import AutoModelForCausalLM, LogitsProcessorList
 
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
-from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
+from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
@@ -108,6 +115,68 @@ def longest_fitting_seconds(pattern: str, prompt_positions: int, prompt_frames: 
         centiseconds += 1
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def decoding_arguments(
+    greedy: bool = False,
+    num_beams: int = 1,
+    temperature: Optional[float] = None,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    repetition_penalty: Optional[float] = None,
+) -> Dict[str, Any]:
+    """The `generate` keyword arguments of a decoding choice, checked: sampling (the default), greedy
+    (`greedy`, do_sample=False) or beam search (`num_beams` > 1, do_sample=False).
+
+    Checked here, before any audio is encoded, so a typo costs no minutes. The sampling knobs are refused with
+    greedy or beam decoding rather than silently ignored. Errors name the option as the command line spells it.
+    """
+    if not isinstance(greedy, bool):
+        raise ValueError(f"greedy must be True or False, got {greedy!r}.")
+    if not _is_int(num_beams) or num_beams < 1:
+        raise ValueError(f"--num-beams must be a positive integer (1: no beam search), got {num_beams!r}.")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--temperature must be > 0 (use --greedy for argmax decoding), got {temperature}.")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise ValueError(f"--top-k must be a non-negative integer (0: no top-k), got {top_k!r}.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"--top-p must be in (0, 1] (1: no nucleus cut), got {top_p}.")
+    if repetition_penalty is not None and not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
+        raise ValueError(f"--repetition-penalty must be > 0 (1: none; above 1 discourages repeats), got "
+                         f"{repetition_penalty}.")
+    arguments: Dict[str, Any] = {"num_beams": int(num_beams)}
+    if greedy or num_beams > 1:
+        given = [name for name, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
+                 if value is not None]
+        if given:
+            mode = "--num-beams" if num_beams > 1 else "--greedy"
+            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            raise ValueError(f"{', '.join(given)} {verb} only to sampling; drop {them} or drop {mode} (greedy and "
+                             "beam decoding are deterministic).")
+        arguments["do_sample"] = False
+    else:
+        arguments.update(do_sample=True, temperature=1.0 if temperature is None else float(temperature),
+                         top_k=top_k or 0, top_p=1.0 if top_p is None else float(top_p))
+    if repetition_penalty is not None:
+        arguments["repetition_penalty"] = float(repetition_penalty)
+    return arguments
+
+
+def min_frames_for(min_seconds: Optional[float], seconds: float, config: Any) -> Optional[int]:
+    """Frames of `min_seconds` of audio, mapped as `--seconds` is (`config.frame_budget` of the 16 kHz sample
+    count); None for no minimum. Refuses a negative minimum or one beyond the total length."""
+    if min_seconds is None:
+        return None
+    if not (math.isfinite(min_seconds) and min_seconds >= 0):
+        raise ValueError(f"--min-seconds must be >= 0, got {min_seconds}.")
+    if min_seconds > seconds:
+        raise ValueError(f"--min-seconds {min_seconds} exceeds --seconds {seconds}; the minimum length must not pass "
+                         "the total length.")
+    return config.frame_budget(int(round(min_seconds * config.sampling_rate)))
+
+
 class AudioContinuation:
     """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts."""
 
@@ -145,22 +214,39 @@ class AudioContinuation:
         prompts: Sequence[np.ndarray],
         sampling_rate: int,
         seconds: float,
-        temperature: float = 1.0,
+        temperature: Optional[float] = None,
         top_k: Optional[int] = None,
         top_p: Optional[float] = None,
         seed: int = 0,
         allow_early_eos: bool = False,
         num_inference_steps: Optional[int] = None,
         sampler: Optional[str] = None,
+        greedy: bool = False,
+        num_beams: int = 1,
+        repetition_penalty: Optional[float] = None,
+        no_repeat_ngram_size: Optional[int] = None,
+        min_seconds: Optional[float] = None,
     ) -> Dict[str, Any]:
-        """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`."""
+        """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`.
+
+        Sampling (`temperature`, default 1, `top_k`, `top_p`) unless `greedy` or `num_beams` > 1 (beam search);
+        `repetition_penalty` is transformers' (all ids); `no_repeat_ngram_size` bans repeated n-grams of the
+        semantic stream only; `min_seconds` lets a clip end with `<eos>` once it is that long (total, prompt
+        included, as `seconds`), never before: it implies `allow_early_eos` from that length on."""
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
         if pattern == "semantic_only":
             raise ValueError("An LM on semantic_only ids cannot make audio: the codec decoder needs acoustic ids too.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (use a small value for near-greedy sampling), got {temperature}.")
+        if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"--seconds must be a positive number of seconds, got {seconds!r}.")
+        decoding = decoding_arguments(greedy, num_beams, temperature, top_k, top_p, repetition_penalty)
+        if no_repeat_ngram_size is not None and (not _is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0):
+            raise ValueError(f"--no-repeat-ngram-size must be a positive integer (0: no rule), got "
+                             f"{no_repeat_ngram_size!r}.")
+        extra_processors = ([SemanticNoRepeatNGramLogitsProcessor(layout, int(no_repeat_ngram_size))]
+                            if no_repeat_ngram_size else [])
         check_decode_settings(tok.model, num_inference_steps, sampler)  # before any generation
         config = tok.model.config
+        min_frames = min_frames_for(min_seconds, seconds, config)
         rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
         target_samples = int(round(seconds * rate))
         # The prompt's length at 16 kHz, as the feature extractor resamples it (last axis = time).
@@ -194,17 +280,21 @@ class AudioContinuation:
                 f"--seconds {seconds} needs {batch['input_ids'].shape[1] + needed} positions but the LM has {limit}: "
                 f"{advice} (or use an LM with a longer context)."
             )
+        beams = decoding["num_beams"]  # generate repeats each row `beams` times (repeat_interleave): so do we
         processor = PatternLogitsProcessor(
-            layout, pattern, target_frames=[target_frames] * len(rows), allow_early_eos=allow_early_eos,
-            forced_acoustic=[c[1].tolist() for c in prompt_codes] if pattern == "semantic_then_acoustic" else None,
+            layout, pattern, target_frames=[target_frames] * (len(rows) * beams),
+            allow_early_eos=allow_early_eos or min_frames is not None,
+            forced_acoustic=([c[1].tolist() for c in prompt_codes for _ in range(beams)]
+                             if pattern == "semantic_then_acoustic" else None),
+            min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams),
         )
         torch.manual_seed(seed)
         with torch.no_grad():
             sequences = self.lm.generate(
                 input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p if top_p is not None else 1.0,
-                max_new_tokens=needed, logits_processor=LogitsProcessorList([processor]),
+                max_new_tokens=needed, logits_processor=LogitsProcessorList([processor, *extra_processors]),
                 bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
+                **decoding,
             ).cpu()
         codes = tok.decode_ids(sequences)
         decode = dict(num_inference_steps=num_inference_steps, seed=seed)
@@ -236,9 +326,23 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                              "recipes/lm_tiny_cpu.yaml's synthetic corpus and of tokenize_dataset.py --tiny); its output "
                              "is noise: smoke tests only")
     parser.add_argument("--seconds", type=float, required=True, help="total output length in seconds (prompt included)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest ids only")
+    parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of ids with this "
+                        "much probability (nucleus sampling)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="always take the likeliest allowed id (no sampling: the same output for every --seed)")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="beam search with N beams (deterministic; every beam stays decodable by the codec)")
+    parser.add_argument("--repetition-penalty", type=float, default=None, metavar="P",
+                        help="divide the scores of ids already in the sequence by P (> 1 discourages repeats; "
+                             "transformers' repetition_penalty)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                        help="never repeat an n-gram of N semantic ids (the semantic stream only; acoustic ids are "
+                             "free to repeat)")
+    parser.add_argument("--min-seconds", type=float, default=None, metavar="S",
+                        help="let the LM end a clip with <eos> once it lasts S seconds (prompt included), never "
+                             "before; implies --allow-early-eos from that length on")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
     parser.add_argument("--steps", type=int, default=None,
@@ -246,6 +350,7 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, choices=list(_samplers()),
                         help="codec decoder sampler: ddim (default, the original) or a faster solver such as dpmsolver++")
     parser.add_argument("--device", default="cpu")
+    add_threads_option(parser)
 
 
 def register_continue_command(add_command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -289,6 +394,7 @@ def run_continue(args: argparse.Namespace) -> int:
     """Read prompts, continue them in one batch, write OUTPUT (a file for one prompt, else a folder of wavs).
 
     Returns 0, or 2 with a one-line message for anything the user can fix (no partial output is left)."""
+    use_threads(getattr(args, "threads", None))
     *inputs, output = args.prompts
     try:
         if not inputs:
@@ -303,7 +409,9 @@ def run_continue(args: argparse.Namespace) -> int:
         result = engine.continue_audio(
             prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
-            sampler=args.sampler,
+            sampler=args.sampler, greedy=args.greedy, num_beams=args.num_beams,
+            repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+            min_seconds=args.min_seconds,
         )
     except PromptError as error:
         print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)

@@ -19,14 +19,17 @@ class PatternLogitsProcessor:
     permits next: interleaved - a semantic id at even offsets, an acoustic id at odd ones; semantic_then_acoustic -
     semantic ids, then as many acoustic ids (the prompt's own acoustic ids first, if given); semantic_only -
     semantic ids. `<eos>` is allowed only after a whole frame and, with `target_frames`, is forced once a row has
-    that many frames (and forbidden before, unless `allow_early_eos`). Finished rows may only write `<pad>`/`<eos>`.
+    that many frames (and forbidden before, unless `allow_early_eos`). `min_frames` (one entry per row) forbids
+    `<eos>` before a row has that many frames, whatever else allows it. Finished rows may only write `<pad>`/`<eos>`.
 
     All of it runs batched on the ids' device, with no copy to the host. A row's state (semantic ids, acoustic
     ids, finished) is scanned from the ids at the first call of a `generate`; each later call adds the one new id
     (a table lookup) and checks that the ids extend the previous call's (otherwise - a new prompt, reordered
-    beams - it scans again). The state gives six yes/no facts per row (`_FACTS`); the allowed ids for each of
-    their 64 combinations are tabulated once from the plain rule in `_rule`. `target_frames` and
-    `forced_acoustic` have one entry per row.
+    beams - it scans again). So the state always follows from the ids alone, and beam search, which reorders
+    rows between calls, gets the right mask for every beam. The state gives seven yes/no facts per row
+    (`_FACTS`); the allowed ids for each of their 128 combinations are tabulated once from the plain rule in
+    `_rule`. `target_frames`, `min_frames` and `forced_acoustic` have one entry per row (with beam search, one
+    per beam: row b's beams are rows b * num_beams ... b * num_beams + num_beams - 1).
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class PatternLogitsProcessor:
         target_frames: Optional[Sequence[int]] = None,
         allow_early_eos: bool = False,
         forced_acoustic: Optional[Sequence[Sequence[int]]] = None,
+        min_frames: Optional[Sequence[int]] = None,
     ):
         if pattern not in PATTERNS:
             raise ValueError(f"Unknown pattern {pattern!r}; choose one of {list(PATTERNS)}.")
@@ -46,6 +50,19 @@ class PatternLogitsProcessor:
         self.target_frames = None if target_frames is None else [int(f) for f in target_frames]
         self.allow_early_eos = bool(allow_early_eos)
         self.forced_acoustic = None if forced_acoustic is None else [list(map(int, f)) for f in forced_acoustic]
+        self.min_frames = None if min_frames is None else [int(f) for f in min_frames]
+        if self.min_frames is not None:
+            if any(f < 0 for f in self.min_frames):
+                raise ValueError(f"min_frames must be >= 0, got {self.min_frames}.")
+            if self.target_frames is not None:
+                if len(self.target_frames) != len(self.min_frames):
+                    raise ValueError(f"min_frames has {len(self.min_frames)} entries but target_frames has "
+                                     f"{len(self.target_frames)}; give one of each per row.")
+                over = [row for row, (low, high) in enumerate(zip(self.min_frames, self.target_frames)) if low > high]
+                if over:
+                    row = over[0]
+                    raise ValueError(f"min_frames {self.min_frames[row]} exceeds target_frames "
+                                     f"{self.target_frames[row]} in row {row}; the minimum must not pass the target.")
         if self.forced_acoustic is not None:
             bad = [(row, i) for row, f in enumerate(self.forced_acoustic) for i in f
                    if not 0 <= i < layout.acoustic_vocab_size]
@@ -58,7 +75,7 @@ class PatternLogitsProcessor:
 
     # ------------------------------------------------------------------------------------------- the rule
     def _rule(self, frame_open: bool, more: bool, has_frame: bool, finished: bool, no_acoustic: bool,
-              forced_due: bool) -> Tuple[bool, bool, bool, bool]:
+              forced_due: bool, early: bool) -> Tuple[bool, bool, bool, bool]:
         """(semantic ids, acoustic ids, `<eos>`, only the row's forced acoustic id) allowed next, from the facts."""
         if finished:
             return False, False, True, False  # (and <pad>)
@@ -67,14 +84,15 @@ class PatternLogitsProcessor:
                 return True, False, False, False
             if frame_open:  # fewer acoustic than semantic ids
                 return False, not forced_due, False, forced_due
-            return False, False, has_frame, False
+            return False, False, has_frame and not early, False
         if self.pattern == "interleaved" and frame_open:
             return False, True, False, False
-        eos = has_frame and (not more or self.allow_early_eos or self.target_frames is None)
+        eos = has_frame and not early and (not more or self.allow_early_eos or self.target_frames is None)
         return more, False, eos, False
 
     def _check_rows(self, rows: int) -> None:
-        for name, values in (("target_frames", self.target_frames), ("forced_acoustic", self.forced_acoustic)):
+        for name, values in (("target_frames", self.target_frames), ("forced_acoustic", self.forced_acoustic),
+                             ("min_frames", self.min_frames)):
             if values is not None and len(values) != rows:
                 raise ValueError(f"{name} has {len(values)} entries but the batch has {rows} rows; give one per row "
                                  "(beams included).")
@@ -91,6 +109,7 @@ class PatternLogitsProcessor:
             eos > 0,  # finished
             acoustic == 0,  # no_acoustic
             acoustic < self._table("forced_counts", device, rows=rows),  # forced_due
+            semantic < self._table("minimums", device, rows=rows),  # early
         ], dim=1)
         return (facts.long() * self._table("bits", device)).sum(dim=1)
 
@@ -114,6 +133,8 @@ class PatternLogitsProcessor:
             return effects
         if name == "targets":  # per row: the frames to reach (no target: always more)
             return torch.tensor(self.target_frames or [2 ** 62] * rows, dtype=torch.long)
+        if name == "minimums":  # per row: frames before which <eos> is forbidden (none: 0)
+            return torch.tensor(self.min_frames or [0] * rows, dtype=torch.long)
         if name == "forced_counts":  # per row: how many acoustic ids are forced
             forced = [len(f) for f in self.forced_acoustic] if self.forced_acoustic is not None else [0] * rows
             return torch.tensor(forced, dtype=torch.long)
@@ -123,7 +144,7 @@ class PatternLogitsProcessor:
             for row, codes in enumerate(self.forced_acoustic):
                 forced[row, : len(codes)] = torch.tensor(codes, dtype=torch.long) + layout.acoustic_offset
             return forced
-        if name == "blocked":  # [64, width]: the ids a row may NOT write next, for each combination of the facts
+        if name == "blocked":  # [128, width]: the ids a row may NOT write next, for each combination of the facts
             columns = torch.arange(width)
             semantic = columns < layout.acoustic_offset
             acoustic = (columns >= layout.acoustic_offset) & (columns < layout.special_offset)
@@ -133,7 +154,7 @@ class PatternLogitsProcessor:
                 sem, ac, end, _ = self._rule(*facts)
                 allowed[code] = (semantic & sem) | (acoustic & ac) | (eos & end) | (pad & facts[3])
             return ~allowed
-        if name == "forced_only":  # [64]: combinations in which only the row's forced acoustic id may follow
+        if name == "forced_only":  # [128]: combinations in which only the row's forced acoustic id may follow
             return torch.tensor([self._rule(*facts)[3] for facts in _ALL_FACTS])
         if name == "bits":
             return torch.tensor([1 << bit for bit in range(len(_FACTS))])
@@ -174,7 +195,8 @@ class PatternLogitsProcessor:
     def allowed(self, row: int, ids: np.ndarray) -> torch.Tensor:
         """Boolean mask over the layout's vocabulary of the ids row `row` of a batch may write after `ids`."""
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)[None]
-        rows = max(len(self.target_frames or []), len(self.forced_acoustic or []), row + 1)
+        rows = max(len(self.target_frames or []), len(self.forced_acoustic or []), len(self.min_frames or []),
+                   row + 1)
         self._check_rows(rows)
         state = self._scan(ids).expand(rows, 3).contiguous()  # the row sits at its index in the batch
         return ~self._blocked(state, self.layout.vocab_size)[row]
@@ -192,6 +214,48 @@ class PatternLogitsProcessor:
         return scores.masked_fill(self._blocked(self._state, scores.shape[-1]), float("-inf"))
 
 
+class SemanticNoRepeatNGramLogitsProcessor:
+    """A `transformers` logits processor: no n-gram of semantic ids may occur twice in a row's semantic stream.
+
+    transformers' own `no_repeat_ngram_size` looks at all ids, which for interleaved ids means n-grams that mix
+    the streams (and it then bans acoustic ids too). This one reads only each row's semantic ids (ids below the
+    layout's acoustic offset; prompt included, acoustic and special ids skipped) and bans the semantic ids that
+    would complete an n-gram already in that stream; acoustic ids are never banned. Stateless: it derives
+    everything from `input_ids`, so it works per beam under beam search.
+
+    Put it after `PatternLogitsProcessor`: if the ban would leave a row nothing it may write (a small semantic
+    vocabulary runs out of fresh n-grams), the ban gives way for that row rather than leaving every id at -inf.
+    """
+
+    def __init__(self, layout: SemantiCodecVocabularyLayout, ngram_size: int):
+        if isinstance(ngram_size, bool) or not isinstance(ngram_size, int) or ngram_size < 1:
+            raise ValueError(f"no_repeat_ngram_size must be a positive integer (leave it out for no rule), got "
+                             f"{ngram_size!r}.")
+        self.layout, self.ngram_size = layout, ngram_size
+
+    def banned(self, ids: torch.Tensor) -> torch.Tensor:
+        """The semantic ids one row (ids [L]) may not write next: those completing an n-gram its semantic stream
+        already holds."""
+        semantic = ids[ids < self.layout.acoustic_offset]
+        n = self.ngram_size
+        if semantic.numel() < n:
+            return semantic.new_empty(0)
+        windows = semantic.unfold(0, n, 1)  # [windows, n], every n-gram of the stream
+        prefix = semantic[semantic.numel() - (n - 1):]  # the n - 1 ids a new n-gram would start with
+        matches = (windows[:, : n - 1] == prefix).all(dim=1)
+        return windows[matches, n - 1].unique()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = scores.clone()
+        for row in range(input_ids.shape[0]):
+            banned = self.banned(input_ids[row])
+            if banned.numel():
+                trial = scores[row].index_fill(0, banned, float("-inf"))
+                if torch.isfinite(trial).any():  # otherwise the rule gives way for this row
+                    out[row] = trial
+        return out
+
+
 # The yes/no facts about a row that decide what it may write next (bit k of a mode code is fact k).
-_FACTS = ("frame_open", "more", "has_frame", "finished", "no_acoustic", "forced_due")
+_FACTS = ("frame_open", "more", "has_frame", "finished", "no_acoustic", "forced_due", "early")
 _ALL_FACTS = [[bool(code >> bit & 1) for bit in range(len(_FACTS))] for code in range(2 ** len(_FACTS))]
