@@ -26,7 +26,15 @@ ARCHITECTURES = ("gpt2", "llama")
 
 @dataclass
 class ModelRecipe:
-    """A decoder-only transformer from transformers; the vocabulary comes from the tokenizer layout."""
+    """A decoder-only transformer from transformers; the vocabulary comes from the tokenizer layout.
+
+    `init_from` (a folder or Hub id of a pretrained causal LM) warm-starts from a text LM: its weights are kept
+    and its vocabulary is replaced by the audio one (`semanticodec_hf.lm.modeling.warm_start_model`). The
+    architecture then comes from that model: the fields below left at their defaults are ignored, and any set to
+    another value must equal the loaded model's (checked when it is loaded). `extra` overrides the loaded
+    config (e.g. `{resid_pdrop: 0.0}`). `keep_text_vocab` (keep the text rows and append the audio ones) is not
+    implemented yet and is refused.
+    """
 
     architecture: str = "gpt2"
     hidden_size: int = 128
@@ -36,6 +44,13 @@ class ModelRecipe:
     max_position_embeddings: int = 2048
     dropout: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)  # passed to the transformers config as is
+    init_from: Optional[str] = None  # a pretrained causal LM (folder or Hub id) to warm-start from
+    keep_text_vocab: bool = False  # with init_from: keep the text rows too (not implemented: refused)
+
+
+# Model keys stored in a recipe's dict only when set: checkpoints written before they existed do not record them,
+# and a resume compares the stored recipe key by key.
+OPTIONAL_MODEL_KEYS = {"init_from": None, "keep_text_vocab": False}
 
 
 @dataclass
@@ -105,6 +120,18 @@ class LMRecipe:
     train: TrainRecipe = field(default_factory=TrainRecipe)
 
     def validate(self) -> "LMRecipe":
+        model = self.model
+        if model.init_from is not None and (not isinstance(model.init_from, str) or not model.init_from.strip()):
+            raise ValueError(f"model.init_from must be a folder or Hub id of a causal LM, got {model.init_from!r}.")
+        if not isinstance(model.keep_text_vocab, bool):
+            raise ValueError(f"model.keep_text_vocab must be true or false, got {model.keep_text_vocab!r}.")
+        if model.keep_text_vocab:
+            if model.init_from is None:
+                raise ValueError("model.keep_text_vocab only applies with model.init_from (a text LM to start from).")
+            raise NotImplementedError(
+                "model.keep_text_vocab: true (text rows kept, audio ids offset after them) is not implemented; "
+                "leave it false: the text vocabulary is then replaced by the audio one, all other weights kept."
+            )
         if self.model.architecture not in ARCHITECTURES:
             raise ValueError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.model.architecture!r}.")
         if self.model.hidden_size % self.model.num_heads:
@@ -116,7 +143,8 @@ class LMRecipe:
             raise ValueError("Give exactly one of data.tokenized_dir (a tokenize_dataset.py output) or data.synthetic.")
         if self.data.block_size < 4 or self.data.block_size % 2:
             raise ValueError(f"data.block_size must be an even number >= 4, got {self.data.block_size}.")
-        if self.data.block_size > self.model.max_position_embeddings:
+        # with init_from the loaded model's positions count instead (lm/train.py checks them once it is loaded)
+        if model.init_from is None and self.data.block_size > self.model.max_position_embeddings:
             raise ValueError(
                 f"data.block_size ({self.data.block_size}) exceeds model.max_position_embeddings "
                 f"({self.model.max_position_embeddings})."
@@ -138,7 +166,13 @@ class LMRecipe:
         return self
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as nested dicts; the optional model keys only when set, so that the recipe of a run that
+        does not use them equals the one stored by checkpoints older than those keys (a resume compares them)."""
+        data = dataclasses.asdict(self)
+        for key, default in OPTIONAL_MODEL_KEYS.items():
+            if data["model"][key] == default:
+                del data["model"][key]
+        return data
 
 
 def recipe_from_dict(data: Dict[str, Any]) -> LMRecipe:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +41,88 @@ def build_config(recipe: ModelRecipe, layout: SemantiCodecVocabularyLayout):
 
 
 def build_model(recipe: ModelRecipe, layout: SemantiCodecVocabularyLayout):
-    """`AutoModelForCausalLM.from_config`: any transformers decoder works; weights from the current torch seed."""
+    """`AutoModelForCausalLM.from_config`: any transformers decoder works; weights from the current torch seed.
+    With `recipe.init_from`, the pretrained LM with the audio vocabulary instead (`warm_start_model`)."""
     from transformers import AutoModelForCausalLM
 
+    if recipe.init_from is not None:
+        return warm_start_model(recipe, layout)
     return AutoModelForCausalLM.from_config(build_config(recipe, layout))
+
+
+def context_length(config: Any) -> Optional[int]:
+    """Positions a transformers config allows (`max_position_embeddings`, GPT-2's `n_positions`), if it says."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def _loaded_architecture(config: Any) -> Dict[str, Any]:
+    """The `ModelRecipe` architecture fields as a loaded transformers config has them (None: not readable)."""
+    hidden = getattr(config, "hidden_size", None)
+    intermediate = getattr(config, "intermediate_size", None)
+    if config.model_type == "gpt2":  # GPT-2 keeps it as n_inner, None meaning 4 x hidden
+        intermediate = config.n_inner or (4 * hidden if hidden else None)
+    dropout = getattr(config, "resid_pdrop", getattr(config, "attention_dropout", None))
+    return {"architecture": config.model_type, "hidden_size": hidden,
+            "num_layers": getattr(config, "num_hidden_layers", None),
+            "num_heads": getattr(config, "num_attention_heads", None), "intermediate_size": intermediate,
+            "max_position_embeddings": context_length(config), "dropout": dropout}
+
+
+def check_recipe_against(recipe: ModelRecipe, config: Any) -> None:
+    """With `init_from`, the loaded model defines the architecture: recipe fields left at their defaults are
+    ignored, a field set to another value must equal the loaded model's (else ValueError naming each)."""
+    defaults = ModelRecipe()
+    loaded = _loaded_architecture(config)
+    conflicts = [f"model.{name}={getattr(recipe, name)!r} but {recipe.init_from} has {value!r}"
+                 for name, value in loaded.items()
+                 if value is not None  # a field the loaded config does not state cannot be checked
+                 and getattr(recipe, name) != getattr(defaults, name) and getattr(recipe, name) != value]
+    if conflicts:
+        raise ValueError(
+            "model.init_from takes the architecture from the loaded model: " + "; ".join(conflicts) + ". Remove "
+            "these keys from the recipe (or make them match); change the loaded config through model.extra."
+        )
+
+
+def replace_vocabulary(model: Any, layout: SemantiCodecVocabularyLayout) -> Any:
+    """Give a pretrained causal LM the audio vocabulary in place of its own: new input embedding (and, if not
+    tied to it, output) rows, `layout.vocab_size` of them, drawn from N(0, initializer_range) with the current
+    torch seed; an output bias is zeroed. Every other weight is kept as it is. The config's and generation
+    config's `<bos>`/`<eos>`/`<pad>` become the layout's. Returns `model`."""
+    old_input = model.get_input_embeddings()
+    old_output = model.get_output_embeddings()
+    tied = old_output is not None and old_output.weight is old_input.weight
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    model.resize_token_embeddings(layout.vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, std)
+        output = model.get_output_embeddings()
+        if output is not None and not tied:
+            output.weight.normal_(0.0, std)
+        if output is not None and getattr(output, "bias", None) is not None:
+            output.bias.zero_()
+    special = dict(bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id,
+                   pad_token_id=layout.pad_token_id)
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None:
+            for key, value in special.items():
+                setattr(config, key, value)
+    model.config.vocab_size = layout.vocab_size
+    return model
+
+
+def warm_start_model(recipe: ModelRecipe, layout: SemantiCodecVocabularyLayout):
+    """`recipe.init_from` (a pretrained causal LM, float32, `recipe.extra` overriding its config) with the audio
+    vocabulary (`replace_vocabulary`); the recipe's architecture fields are checked against it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if recipe.keep_text_vocab:
+        raise NotImplementedError("model.keep_text_vocab is not implemented; leave it false (the text vocabulary "
+                                  "is replaced by the audio one).")
+    config = AutoConfig.from_pretrained(recipe.init_from, **recipe.extra)
+    check_recipe_against(recipe, config)  # before the weights are read: a conflict costs no loading time
+    model = AutoModelForCausalLM.from_pretrained(recipe.init_from, config=config, dtype=torch.float32)
+    return replace_vocabulary(model, layout)
 
 
 def stream_of_ids(ids: torch.Tensor, layout: SemantiCodecVocabularyLayout) -> torch.Tensor:

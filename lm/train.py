@@ -10,8 +10,13 @@ where it runs. Checkpoints (`save_state`) are written every `train.save_every` s
 again resumes from the newest one with the same data order and RNG, so a killed-and-resumed run ends with the
 same weights as one that was never interrupted. A resume under a changed recipe (learning rate, data, max_steps,
 ...; intervals and the output folder may change) is refused with the differing keys: `--resume no` starts over.
-`train.num_workers` DataLoader processes prepare batches ahead; the batches do not depend on it. The final model is `OUTPUT/final` (`save_pretrained`, with the
-tokenizer's vocabulary layout beside it) and can be used with `lm/generate.py` / `semanticodec-hf continue`.
+`train.num_workers` DataLoader processes prepare batches ahead; the batches do not depend on it. The final model
+is `OUTPUT/final` (`save_pretrained`, with the tokenizer's vocabulary layout beside it) and can be used with
+`lm/generate.py` / `semanticodec-hf continue`.
+
+`model.init_from: PATH_OR_HUB_ID` warm-starts from a pretrained text LM: its weights are kept and its vocabulary
+is replaced by the audio one (the source must still be loadable when a run resumes). `--threads N` sets torch's
+CPU threads (default: the CPUs this process may use).
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ import numpy as np
 import torch
 import yaml
 from accelerate.utils import DistributedType, set_seed
-from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from semanticodec_hf.acoustic_bpe import AcousticBPE
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
+from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.config import LMRecipe, load_recipe
 from semanticodec_hf.lm.data import (
     IGNORE_INDEX,
@@ -50,7 +55,8 @@ from semanticodec_hf.lm.data import (
     split_sequences,
     synthetic_corpus,
 )
-from semanticodec_hf.lm.modeling import STREAMS, build_model, count_targets, token_losses
+from semanticodec_hf.lm.modeling import STREAMS, build_model, context_length, count_targets, token_losses
+from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 from semanticodec_hf.training_utils import make_accelerator, save_checkpoint, start_run  # shared with train_codec
 
@@ -225,12 +231,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--resume", default="auto",
                         help="'auto' (default: newest checkpoint in the output folder, if any), 'no' (start over; "
                              "deletes the folder's old checkpoints), or a checkpoint path")
+    add_threads_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None, callbacks: Sequence[Callable[[int], Any]] = ()) -> Dict[str, Any]:
     """The command line; `callbacks` are passed to `train`."""
     args = parse_args(argv)
+    use_threads(args.threads)
     overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
     recipe = load_recipe(args.config, overrides)
     return train(recipe, resume=args.resume, callbacks=callbacks)
@@ -264,6 +272,13 @@ def train(recipe: LMRecipe, resume: str = "auto", callbacks: Sequence[Callable[[
     collator = AudioLMDataCollator(layout, recipe.data.block_size)
     order = GlobalBatchOrder(len(train_blocks), micro_batch, cfg.seed)
     model = build_model(recipe.model, layout)
+    if recipe.model.init_from is not None:
+        positions = context_length(model.config)
+        if positions is not None and recipe.data.block_size > positions:
+            raise ValueError(f"data.block_size ({recipe.data.block_size}) exceeds the {positions} positions of "
+                             f"model.init_from {recipe.model.init_from}; use a smaller block size.")
+        accelerator.print(f"warm start from {recipe.model.init_from} ({model.config.model_type}): its weights, with "
+                          f"a new {layout.vocab_size}-id audio vocabulary")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -296,8 +311,8 @@ def train(recipe: LMRecipe, resume: str = "auto", callbacks: Sequence[Callable[[
     model.train()
     last: Dict[str, Any] = {}
     interval_started, interval_tokens = time.perf_counter(), 0
-    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train", unit="step",
-               disable=not accelerator.is_local_main_process, file=sys.stderr)
+    bar = progress_bar(total=cfg.max_steps, initial=start_step, desc="train", unit="step",
+                       quiet=not accelerator.is_local_main_process)
     for step in range(start_step + 1, cfg.max_steps + 1):
         micro = [next(micro_batches) for _ in range(accumulation)]
         global_tokens = sum(count_targets(batch["labels"]) for batch in micro)
