@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 LM = REPO / "lm"
 LM_MODULES = sorted(p.stem for p in LM.glob("*.py") if p.stem != "__init__")
 PUBLIC = ["AudioContinuation", "AudioLMDataCollator", "BlockBuilder", "LMRecipe", "PatternLogitsProcessor",
-          "load_recipe", "pack_sequences", "split_sequences"]
+          "SemanticNoRepeatNGramLogitsProcessor", "auto_bleu", "distinct_n", "generate_continuations", "heldout_loss",
+          "likelihood_probe_audio", "likelihood_probe_ids", "load_lm", "load_recipe", "pack_sequences",
+          "split_sequences", "unigram_entropy", "write_lm_report"]
 
 
 def _env() -> dict:
