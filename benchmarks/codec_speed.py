@@ -46,14 +46,23 @@ def build(size: str, token_rate: int):
     return SemantiCodecModel(config).eval(), SemantiCodecFeatureExtractor()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer read afterwards includes it (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def encode_rate(model, extractor, clips, batch: int) -> float:
     """Seconds of audio per second, front end included, `batch` clips per call (all windows in one pass)."""
+    device = model.device
     started = time.perf_counter()
     for start in range(0, len(clips), batch):
         features = extractor(clips[start:start + batch], sampling_rate=SR)
         with torch.inference_mode():
-            model.encode(features["input_features"], input_features_mask=features["input_features_mask"],
+            model.encode(features["input_features"].to(device),
+                         input_features_mask=features["input_features_mask"].to(device),
                          num_samples=features["num_samples"])
+    synchronize(device)
     return len(clips) * WINDOW_SECONDS / (time.perf_counter() - started)
 
 
@@ -61,6 +70,7 @@ def decode_rate(model, codes, batch: int, steps: int, sampler: str = "ddim") -> 
     started = time.perf_counter()
     for start in range(0, codes.shape[0], batch):
         model.decode(codes[start:start + batch], num_inference_steps=steps, sampler=sampler, seed=0)
+    synchronize(model.device)
     return codes.shape[0] * WINDOW_SECONDS / (time.perf_counter() - started)
 
 
@@ -80,16 +90,21 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--lstm-kernel", default="auto", choices=["auto", "aten", "onednn"],
                         help="the encoder's CPU LSTM kernel (default: measured per machine and batch)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from semanticodec_hf.cpu_info import describe_cpu
 
+    device = torch.device(args.device)
     print(f"CPU: {describe_cpu()}")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"{args.size} models, {args.threads} torch threads, {args.clips} clips x {WINDOW_SECONDS} s; "
           f"batch 1 vs batch {args.batch}")
     results = {}
     for token_rate in args.token_rates:
         model, extractor = build(args.size, token_rate)
+        model = model.to(device)
         clips = synthetic_clips(args.clips, WINDOW_SECONDS, SR)
         model.encoder.lstm_kernel = args.lstm_kernel
         encode_rate(model, extractor, clips[:1], 1)  # warm-up (and the "auto" kernel choice for each batch size)
@@ -109,7 +124,7 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
             continue
         features = extractor(clips, sampling_rate=SR)
         with torch.inference_mode():
-            codes = model.encode(features["input_features"], num_samples=features["num_samples"]).audio_codes
+            codes = model.encode(features["input_features"].to(device), num_samples=features["num_samples"]).audio_codes
         dec1 = decode_rate(model, codes, 1, args.decode_steps)
         dec_n = decode_rate(model, codes, args.batch, args.decode_steps)
         row = {"enc_b1_x": enc1, "enc_bN_x": enc_n, "dec_b1_x": dec1, "dec_bN_x": dec_n}
@@ -133,6 +148,9 @@ def main(argv: List[str] = None) -> Dict[int, Dict[str, float]]:
         print(f"CODEC_SAMPLERS size={args.size} token_rate={token_rate} "
               + " ".join(f"{k.replace(':', '').replace('@', '_')}_s={v:.3f}" for k, v in timings.items())
               + (f" fastest_speedup={reference / fastest:.2f}" if reference else ""))
+        if device.type == "cuda":
+            print(f"CODEC_GPU_MEMORY token_rate={token_rate} peak_allocated_gib="
+                  f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}")
         results[token_rate] = {**row, **{f"{k}_s": v for k, v in timings.items()}}
     return results
 

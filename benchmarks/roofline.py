@@ -40,6 +40,15 @@ from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lstm_kernels import lstm_kernel, resolve_kernel
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work before a timer is read (no-op on a CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def best_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Fastest of `repeats` timed calls after `warmup` untimed ones (first-call set-up is not the stage's cost)."""
     with torch.inference_mode():
@@ -47,8 +56,10 @@ def best_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> fl
             run()
         times = []
         for _ in range(repeats):
+            synchronize()
             started = time.perf_counter()
             run()
+            synchronize()
             times.append(time.perf_counter() - started)
     return min(times)
 
@@ -66,15 +77,16 @@ def measure_peaks(quick: bool, repeats: int, lstm_rows: int, lstm_in: int, lstm_
     generator = torch.Generator().manual_seed(0)
     peaks = {}
     for name, dtype in (("fp32_gemm", torch.float32), ("bf16_gemm", torch.bfloat16)):
-        a = torch.randn(size, size, generator=generator).to(dtype)
-        b = torch.randn(size, size, generator=generator).to(dtype)
+        a = torch.randn(size, size, generator=generator).to(DEVICE, dtype)
+        b = torch.randn(size, size, generator=generator).to(DEVICE, dtype)
         peaks[name] = 2 * size**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
     channels, side = (32, 32) if quick else (128, 64)
-    image = torch.randn(2, channels, side, side, generator=generator).contiguous(memory_format=torch.channels_last)
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(memory_format=torch.channels_last).eval()
+    image = torch.randn(2, channels, side, side, generator=generator).to(DEVICE).contiguous(
+        memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(DEVICE, memory_format=torch.channels_last).eval()
     peaks["conv2d"] = counted_flops(lambda: conv(image)) / best_seconds(lambda: conv(image), repeats) / 1e9
-    x = torch.randn(lstm_rows, lstm_in + lstm_hidden, generator=generator)
-    w = torch.randn(lstm_in + lstm_hidden, 4 * lstm_hidden, generator=generator)
+    x = torch.randn(lstm_rows, lstm_in + lstm_hidden, generator=generator).to(DEVICE)
+    w = torch.randn(lstm_in + lstm_hidden, 4 * lstm_hidden, generator=generator).to(DEVICE)
     steps = 64
 
     def recurrence() -> None:
@@ -101,7 +113,8 @@ def fft_hand_flops(frames: int, n_fft: int = 512) -> int:
     return int(frames * 2.5 * n_fft * math.log2(n_fft))
 
 
-def measure_stages(model: SemantiCodecModel, windows: int, steps: int, repeats: int) -> List[Dict[str, object]]:
+def measure_stages(model: SemantiCodecModel, windows: int, steps: int, repeats: int,
+                   decoder_peak: str = "fp32_gemm", decoder_conv_peak: str = "conv2d") -> List[Dict[str, object]]:
     config = model.config
     extractor = SemantiCodecFeatureExtractor()
     generator = torch.Generator().manual_seed(0)
@@ -115,20 +128,23 @@ def measure_stages(model: SemantiCodecModel, windows: int, steps: int, repeats: 
         rows.append({"stage": name, "flops": flops, "seconds": seconds, "peak": peak, "note": note})
 
     fbank_frames = windows * config.window_frames
-    stage("fbank", lambda: extractor(audio, sampling_rate=16000), "fp32_gemm", fft_hand_flops(fbank_frames),
-          "FFT + mel GEMM over short frames: memory-bound")
+    stage("fbank", lambda: extractor(audio, sampling_rate=16000, device=DEVICE), "fp32_gemm",
+          fft_hand_flops(fbank_frames), "FFT + mel GEMM over short frames: memory-bound")
     features = extractor(audio, sampling_rate=16000)["input_features"].reshape(windows, config.window_frames, -1)
+    features = features.to(DEVICE)
     stage("audiomae", lambda: encoder.audiomae_features(features), "fp32_gemm")
     with torch.inference_mode():
         hidden = encoder.audiomae_features(features)
         frames = encoder.pool(hidden)
         semantic = quantizer.semantic.embed(quantizer.semantic(frames))
         lstm_input = torch.cat([frames, semantic], dim=-1)
-        kernel = resolve_kernel(encoder.lstm_kernel, encoder.lstm, lstm_input)
+        kernel = resolve_kernel(encoder.lstm_kernel, encoder.lstm, lstm_input) if DEVICE.type == "cpu" else "cudnn"
     stage("pool_semantic", lambda: quantizer.semantic(encoder.pool(hidden)), "fp32_gemm",
           note="one GEMM + argmin over the centroids")
 
     def run_lstm() -> torch.Tensor:
+        if DEVICE.type != "cpu":  # cuDNN: no kernel choice
+            return encoder.lstm(lstm_input)[0]
         with lstm_kernel(kernel):
             return encoder.lstm(lstm_input)[0]
 
@@ -141,24 +157,26 @@ def measure_stages(model: SemantiCodecModel, windows: int, steps: int, repeats: 
     with torch.inference_mode():
         acoustic = quantizer.acoustic(encoder.output_linear(lstm_output))
         conditioning = quantizer.codes_to_conditioning(quantizer.semantic(frames), acoustic)
-    latents = torch.randn(windows, *decoder.latent_shape, generator=generator)
+    latents = torch.randn(windows, *decoder.latent_shape, generator=generator).to(DEVICE)
     doubled_latents = torch.cat([latents, latents])
     context = torch.cat([torch.zeros_like(conditioning), conditioning])
-    timestep = torch.full((2 * windows,), 500)
-    stage("unet", lambda: decoder.predict_v(doubled_latents, timestep, context), "fp32_gemm",
+    timestep = torch.full((2 * windows,), 500, device=DEVICE)
+    stage("unet", lambda: decoder.predict_v(doubled_latents, timestep, context), decoder_peak,
           note="both guidance halves in one batch")
-    stage("vae_decode", lambda: decoder.latents_to_mel(latents), "conv2d")
+    stage("vae_decode", lambda: decoder.latents_to_mel(latents), decoder_conv_peak)
     with torch.inference_mode():
         mel = decoder.latents_to_mel(latents)
-    stage("vocoder", lambda: decoder.mel_to_waveform(mel), "conv2d", note="1-D convolutions run as 2-D")
+    stage("vocoder", lambda: decoder.mel_to_waveform(mel), decoder_conv_peak, note="1-D convolutions run as 2-D")
 
     parts = {row["stage"]: row for row in rows}
     codes = torch.stack([quantizer.semantic(frames), acoustic], dim=1).reshape(windows, 2, -1)
     decode_flops = steps * parts["unet"]["flops"] + parts["vae_decode"]["flops"] + parts["vocoder"]["flops"]
+    synchronize()
     started = time.perf_counter()
     model.decode(codes, num_inference_steps=steps, seed=0)
+    synchronize()
     rows.append({"stage": f"decode_ddim{steps}", "flops": decode_flops, "seconds": time.perf_counter() - started,
-                 "peak": "fp32_gemm", "note": "FLOPs: the sum of its UNet, VAE and vocoder calls"})
+                 "peak": decoder_peak, "note": "FLOPs: the sum of its UNet, VAE and vocoder calls"})
     return rows
 
 
@@ -169,21 +187,33 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--windows", type=int, default=1, help="10.24 s windows per stage call")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the whole decode")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage (the fastest is kept)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--decoder-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="precision of the UNet, VAE and vocoder (their peaks: fp32 or bf16 GEMM)")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     threads = use_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.manual_seed(0)
     if args.quick:
         model = SemantiCodecModel.tiny(token_rate=args.token_rate).eval()
         args.steps, args.repeats = min(args.steps, 2), 1
     else:
         model = SemantiCodecModel(SemantiCodecConfig.from_variant(args.token_rate, 8192)).eval()
+    model = model.to(DEVICE)
+    if args.decoder_dtype != "float32":
+        model.set_decoder_dtype(args.decoder_dtype)
     lstm = model.encoder.lstm
     peaks = measure_peaks(args.quick, args.repeats, args.windows, lstm.input_size, lstm.hidden_size)
-    rows = measure_stages(model, args.windows, args.steps, args.repeats)
+    # a bfloat16/float16 decoder is compared with the bf16 GEMM peak (its convolutions too: no bf16 conv peak here)
+    low = args.decoder_dtype != "float32"
+    rows = measure_stages(model, args.windows, args.steps, args.repeats, "bf16_gemm" if low else "fp32_gemm",
+                          "bf16_gemm" if low else "conv2d")
     size = "tiny" if args.quick else "full"
-    print(f"{cpu_model_name()}, {threads} threads, torch {torch.__version__}, {size} {args.token_rate} tokens/s, "
-          f"{args.windows} window(s)")
+    machine = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{cpu_model_name()}, {threads} threads"
+    print(f"{machine}, torch {torch.__version__}, {size} {args.token_rate} tokens/s, {args.windows} window(s), "
+          f"decoder {args.decoder_dtype}")
     for name, value in peaks.items():
         print(f"ROOFLINE_PEAK name={name} gflops={value:.6g}")
     print("\n| stage | GFLOP | s | GFLOP/s | peak (GFLOP/s) | fraction | note |\n|---|---|---|---|---|---|---|")

@@ -1,6 +1,7 @@
 """Long jobs show their progress on stderr (off with --quiet) and use the CPU threads they are given
 (`--threads`, default OMP_NUM_THREADS or the CPUs the process may use)."""
 
+import importlib
 import os
 
 import numpy as np
@@ -76,11 +77,16 @@ def test_every_command_that_runs_torch_has_the_threads_option(capsys):
     for command in ("compress", "decompress", "encode", "decode", "roundtrip", "convert", "continue"):
         assert cli_main([command, "--help"]) == 0
         assert "--threads N" in capsys.readouterr().out, command
-    for recipe in ("evaluate_codec", "build_semantic_codebook", "train_codec", "tokenize_dataset"):
+    for recipe in ("evaluate_codec", "build_semantic_codebook", "train_codec", "tokenize_dataset", "evaluate_lm"):
         with pytest.raises(SystemExit) as done:
             import_recipe(recipe).main(["--help"])
         assert done.value.code == 0
         assert "--threads N" in capsys.readouterr().out, recipe
+    for script in ("train", "generate"):  # the LM toolkit's own command lines
+        with pytest.raises(SystemExit) as done:
+            importlib.import_module(f"semanticodec_hf.lm.{script}").main(["--help"])
+        assert done.value.code == 0
+        assert "--threads N" in capsys.readouterr().out, script
 
 
 def _references_and_estimates(tmp_path, count=3):
