@@ -8,8 +8,13 @@ Training: the real trainer (`semanticodec_hf.lm.train.train`) for `--warmup-step
 every step; the rate is the ids of the last `--steps` steps over their time (the first steps, which pay for
 start-up, are left out). Generation: `model.generate` with sampling of `--new-tokens` ids after a `<bos>` (at
 most the recipe's `model.max_position_embeddings` - 1), batch 1 and batch 8, with and without
-`PatternLogitsProcessor`; the ratio shows what forcing the pattern costs. The last line is one parseable summary:
+`PatternLogitsProcessor`; the ratio shows what forcing the pattern costs. Long-form: `generate_sliding` (batch 1,
+interleaved, sampling) once within the context and once for `--long-contexts` contexts' worth of ids with the
+default stride (a quarter of the context); the ratio and the seconds per slide show what a KV-cache rebuild costs.
+The last two lines are parseable summaries:
     LM_THROUGHPUT train_tokens_per_s=... gen_tokens_per_s_b1=... gen_tokens_per_s_b8=... pattern_overhead=...
+    LM_LONG_FORM gen_tokens_per_s_plain=... gen_tokens_per_s_sliding=... sliding_overhead=... slides=...
+        seconds_per_slide=...
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 import torch
 
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
 from semanticodec_hf.lm.config import load_recipe
-from semanticodec_hf.lm.generate import PatternLogitsProcessor
+from semanticodec_hf.lm.generate import (DEFAULT_STRIDE_FRACTION, PatternLogitsProcessor, decoding_arguments,
+                                         generate_sliding)
 from semanticodec_hf.lm.modeling import build_model
 from semanticodec_hf.lm.train import train
 
@@ -44,12 +51,30 @@ def generation_rate(model, layout, pattern, batch: int, new_tokens: int, process
     return batch * (out.shape[1] - 1) / elapsed
 
 
+def default_stride(limit: int) -> int:
+    """`generate.stride_frames_for`'s default in frames: a quarter of the context."""
+    return max(1, int((limit // 2) * DEFAULT_STRIDE_FRACTION))
+
+
+def sliding_rate(model, layout, limit: int, frames: int) -> Tuple[float, int, float]:
+    """(ids/s, slides, seconds) of `generate_sliding` writing `frames` frames after a `<bos>` (batch 1, sampling,
+    the default stride: a quarter of the context), `<eos>` forced at the end."""
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    rows, slides = generate_sliding(model, layout, [[layout.bos_token_id]], frames, limit, default_stride(limit),
+                                    decoding_arguments())
+    elapsed = time.perf_counter() - started
+    return (len(rows[0]) - 1) / elapsed, slides, elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "recipes" / "lm_tiny_cpu.yaml"))
     parser.add_argument("--warmup-steps", type=int, default=10, help="training steps run but not measured")
     parser.add_argument("--steps", type=int, default=40, help="training steps measured")
     parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--long-contexts", type=float, default=4.0,
+                        help="length of the long-form run, in LM contexts (it slides about 4x this often)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     if args.steps < 1 or args.warmup_steps < 0:
@@ -90,6 +115,16 @@ def main() -> None:
             for forced in (False, True):
                 generation_rate(model, layout, pattern, batch, 8, forced)  # warm-up
                 rates[(batch, forced)] = generation_rate(model, layout, pattern, batch, new_tokens, forced)
+    context_frames = recipe.model.max_position_embeddings // 2
+    if args.long_contexts <= 1:
+        parser.error(f"--long-contexts must be > 1 (a run longer than the context), got {args.long_contexts}.")
+    with torch.no_grad():
+        sliding_rate(model, layout, recipe.model.max_position_embeddings, 8)  # warm-up
+        plain_rate, _, _ = sliding_rate(model, layout, recipe.model.max_position_embeddings, context_frames - 1)
+        long_rate, slides, long_seconds = sliding_rate(model, layout, recipe.model.max_position_embeddings,
+                                                       int(args.long_contexts * context_frames))
+    long_ids = 2 * int(args.long_contexts * context_frames) + 1
+    per_slide = max(0.0, long_seconds - long_ids / plain_rate) / max(slides, 1)
     print(f"machine: {torch.get_num_threads()} torch threads, {recipe.model.architecture} "
           f"{recipe.model.hidden_size}x{recipe.model.num_layers}, vocab {layout.vocab_size}")
     print(f"training           : {train_rate:10.0f} tokens/s (global batch {recipe.train.global_batch_size} x "
@@ -102,6 +137,11 @@ def main() -> None:
     overhead = rates[(8, False)] / rates[(8, True)]
     print(f"LM_THROUGHPUT train_tokens_per_s={train_rate:.0f} gen_tokens_per_s_b1={rates[(1, True)]:.0f} "
           f"gen_tokens_per_s_b8={rates[(8, True)]:.0f} pattern_overhead={overhead:.2f}")
+    print(f"long-form batch 1   : {long_rate:10.0f} tokens/s over {args.long_contexts:g} contexts ({slides} slides, "
+          f"stride {default_stride(recipe.model.max_position_embeddings)} frames), {plain_rate:10.0f} within one context "
+          f"(x{plain_rate / long_rate:.2f}; about {per_slide * 1000:.1f} ms per slide)")
+    print(f"LM_LONG_FORM gen_tokens_per_s_plain={plain_rate:.0f} gen_tokens_per_s_sliding={long_rate:.0f} "
+          f"sliding_overhead={plain_rate / long_rate:.2f} slides={slides} seconds_per_slide={per_slide:.4f}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
     semanticodec-hf continue prompt.wav out.wav --lm PATH --codec PATH --seconds 8     # the same, from the CLI
     semanticodec-hf continue prompt.wav out.wav --lm runs/lm-tiny-cpu/final --tiny --seconds 2.4 --steps 10
 
-The LM must have been trained on this codec's ids (its layout is checked) with enough positions for `--seconds`
-(interleaved: 2 per frame plus `<bos>`/`<eos>`; 8 s at 100 tokens/s is 400 frames, 802 positions). The last
-line is the smoke test: the tiny recipe trains on a synthetic corpus in the random tiny codec's layout and has
-256 positions (2.4 s at most).
+The LM must have been trained on this codec's ids (its layout is checked). A continuation that fits in the LM's
+positions (interleaved: 2 per frame plus `<bos>`/`<eos>`; 8 s at 100 tokens/s is 400 frames, 802 positions) is
+one `generate` call. A longer `--seconds` is generated long-form: whenever the context is full, the LM keeps
+its last `context - --extend-stride` seconds (cut at a frame boundary) and continues from them, and the result
+is decoded and written as a stream of pieces (bounded memory for minutes of audio). The last line is the smoke
+test: the tiny recipe trains on a synthetic corpus in the random tiny codec's layout and has 256 positions.
 
 No text is involved. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
 decodable by the codec (the right stream at every position, `<eos>` only after a whole frame); the output starts
@@ -17,7 +19,9 @@ with exactly the prompt's reconstruction and then the LM's continuation.
 Decoding: sampling by default (`--temperature`, `--top-k`, `--top-p`), or `--greedy`, or beam search
 (`--num-beams N`); the pattern constraint holds for every beam. `--repetition-penalty`, `--no-repeat-ngram-size`
 (semantic ids only) and `--min-seconds` (with it the LM may end a clip with `<eos>` once it is that long) apply
-to all of them.
+to all of them. Across slides (long-form): sampling, greedy, `--min-seconds`, `--allow-early-eos` and
+`--no-repeat-ngram-size` (over the whole clip's semantic ids) hold as for a short clip; `--repetition-penalty`
+sees the LM's window; beam search is refused (its beams cannot be carried across a slide).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import math
 import numbers
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # a script run: drop lm/ from sys.path so its config.py, data.py, ... shadow nothing
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -177,6 +181,150 @@ def min_frames_for(min_seconds: Optional[float], seconds: float, config: Any) ->
     return config.frame_budget(int(round(min_seconds * config.sampling_rate)))
 
 
+# ---------------------------------------------------------------------------------------------- long-form
+DEFAULT_STRIDE_FRACTION = 0.25  # of the LM's context: what one slide forgets (it keeps the other three quarters)
+
+
+def check_extend_stride(extend_stride: Optional[float]) -> None:
+    """Refuse an `--extend-stride` that is not a positive number of seconds (None: the default)."""
+    if extend_stride is not None and (isinstance(extend_stride, bool) or not isinstance(extend_stride, numbers.Real)
+                                      or not math.isfinite(extend_stride) or extend_stride <= 0):
+        raise ValueError(f"--extend-stride must be a positive number of seconds, got {extend_stride!r}.")
+
+
+def stride_frames_for(extend_stride: Optional[float], limit: int, config: Any) -> int:
+    """Frames one slide drops (`--extend-stride` seconds at the codec's frame rate, `token_rate` / 2 frames/s).
+
+    Default: a quarter of the context (`limit` // 2 frames, interleaved). Three quarters of the context stay
+    as the LM's memory after a slide, so what it continues is mostly what it was writing; the price
+    is one rebuild of the KV cache (one parallel forward pass over the kept window) per quarter context of
+    new audio, which the benchmark shows is small next to writing the ids one by one."""
+    frame_rate = config.token_rate / 2
+    context_frames = limit // 2
+    context_seconds = context_frames / frame_rate
+    if extend_stride is None:
+        return max(1, int(context_frames * DEFAULT_STRIDE_FRACTION))
+    check_extend_stride(extend_stride)
+    frames = int(round(extend_stride * frame_rate))
+    if frames < 1:
+        raise ValueError(f"--extend-stride {extend_stride} is less than one frame ({1 / frame_rate:g} s at "
+                         f"{frame_rate:g} frames/s); give at least {1 / frame_rate:g}.")
+    if frames >= context_frames:
+        raise ValueError(f"--extend-stride {extend_stride} must be smaller than the LM's context ({context_seconds:.2f}"
+                         f" s, {limit} positions): a slide must keep some audio for the LM to continue from. Try "
+                         f"{context_seconds * DEFAULT_STRIDE_FRACTION:.2f} (a quarter of the context).")
+    return frames
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Tensor]:
+    longest = max(len(row) for row in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, longest - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
+            mask[i, longest - len(row):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def generate_sliding(
+    lm: Any,
+    layout: SemantiCodecVocabularyLayout,
+    prompts: Sequence[Sequence[int]],
+    target_frames: int,
+    limit: int,
+    stride_frames: int,
+    decoding: Dict[str, Any],
+    allow_early_eos: bool = False,
+    min_frames: Optional[int] = None,
+    no_repeat_ngram_size: Optional[int] = None,
+    device: str = "cpu",
+) -> Tuple[List[List[int]], int]:
+    """Interleaved continuation past the LM's `limit` positions: returns each row's `<bos> ids <eos>` and the
+    number of slides.
+
+    Each round is one `generate` call on a window and runs until the context is full (an even number of new
+    ids, so every row ends on a whole frame) or every row is done. The next window is each row's last
+    `limit // 2 - stride_frames` frames: it starts on a semantic id and holds no `<bos>`, which is how the
+    training blocks after a long clip's first one look (`lm/data.py` cuts clips into blocks between frames and
+    adds no `<bos>`); a `<bos>` would tell the LM a new clip starts there. A new `generate` call on the window
+    IS the KV-cache rebuild. Rows slide together; a row that wrote `<eos>` leaves the batch. Ids once written
+    never change. Per row, the target and `min_frames` are shifted by the frames that slid out, so the pattern
+    rules hold for the whole clip; `no_repeat_ngram_size` is given the slid-out semantic ids, so it holds over
+    the whole clip too. The first window is the prompts with their `<bos>` when they leave room for a frame.
+    Sampling draws from torch's global generator (seed it once before the call)."""
+    if decoding.get("num_beams", 1) > 1:
+        raise ValueError("beam search cannot be carried across a slide; use sampling or --greedy.")
+    bos, eos, pad = layout.bos_token_id, layout.eos_token_id, layout.pad_token_id
+    bodies = [[int(i) for i in row[1:]] for row in prompts]  # audio ids after <bos>: whole frames
+    if any(len(body) % 2 for body in bodies):
+        raise ValueError("interleaved prompts must hold whole frames (an even number of audio ids after <bos>).")
+    keep = limit // 2 - stride_frames
+    if keep < 1 or stride_frames < 1:
+        raise ValueError(f"stride_frames must be in 1..{limit // 2 - 1} for {limit} positions, got {stride_frames}.")
+    finished = [False] * len(bodies)
+    slides, first = 0, True
+    while not all(finished):
+        active = [i for i, done in enumerate(finished) if not done]
+        fits = first and 1 + max(len(bodies[i]) for i in active) + 2 <= limit  # the prompts and one more frame
+        if fits:
+            windows, dropped = [[bos, *bodies[i]] for i in active], [0] * len(active)
+        else:
+            windows = [bodies[i][-2 * keep:] for i in active]
+            dropped = [(len(bodies[i]) - len(w)) // 2 for i, w in zip(active, windows)]
+            slides += 1
+        first = False
+        batch = _left_pad(windows, pad)
+        width = batch["input_ids"].shape[1]
+        room = limit - width
+        remaining = max(2 * (target_frames - len(bodies[i]) // 2) + 1 for i in active)
+        new_tokens = remaining if remaining <= room else room - room % 2
+        processors: List[Any] = [PatternLogitsProcessor(
+            layout, "interleaved", target_frames=[target_frames - d for d in dropped],
+            allow_early_eos=allow_early_eos or min_frames is not None,
+            min_frames=None if min_frames is None else [max(0, min_frames - d) for d in dropped],
+        )]
+        if no_repeat_ngram_size:
+            history = [bodies[i][: 2 * d: 2] for i, d in zip(active, dropped)]  # semantic ids that slid out
+            processors.append(SemanticNoRepeatNGramLogitsProcessor(layout, int(no_repeat_ngram_size), history))
+        with torch.no_grad():
+            sequences = lm.generate(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=new_tokens, logits_processor=LogitsProcessorList(processors), bos_token_id=bos,
+                eos_token_id=eos, pad_token_id=pad, **decoding,
+            ).cpu()
+        for row, i in enumerate(active):
+            new = sequences[row, width:].tolist()
+            if eos in new:
+                new, finished[i] = new[: new.index(eos)], True
+            bodies[i].extend(new)
+    return [[bos, *body, eos] for body in bodies], slides
+
+
+def splice_pieces(prompt_audio: torch.Tensor, pieces: Iterable[torch.Tensor], sampling_rate: int,
+                  total: int) -> Iterator[torch.Tensor]:
+    """`splice` for a waveform that arrives in pieces (`total` samples in all): the same samples, piece by
+    piece, so a long continuation is never held whole."""
+    cut = prompt_audio.shape[-1]
+    ramp = min(int(SPLICE_SECONDS * sampling_rate), total - cut)
+    weights = step = None
+    start = 0
+    for piece in pieces:
+        end = start + piece.shape[-1]
+        out = piece.clone()
+        if start < cut:
+            if end >= cut:  # this piece holds the last prompt sample: the seam's step
+                step = prompt_audio[cut - 1] - piece[cut - 1 - start]
+            out[: min(end, cut) - start] = prompt_audio[start: min(end, cut)]
+        if ramp > 0 and step is not None and start < cut + ramp and end > cut:
+            if weights is None:
+                weights = torch.linspace(1.0, 0.0, ramp + 1, dtype=out.dtype)[1:]
+            lo, hi = max(start, cut), min(end, cut + ramp)
+            out[lo - start: hi - start] += step * weights[lo - cut: hi - cut]
+        start = end
+        yield out
+
+
 class AudioContinuation:
     """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts."""
 
@@ -209,6 +357,8 @@ class AudioContinuation:
         codec_tokenizer.pattern = saved.pattern
         return cls(AutoModelForCausalLM.from_pretrained(lm_path), codec_tokenizer, device)
 
+    windows_per_chunk = 4  # decode windows per piece of a streamed decode (bounds the decoder's memory)
+
     def continue_audio(
         self,
         prompts: Sequence[np.ndarray],
@@ -226,13 +376,72 @@ class AudioContinuation:
         repetition_penalty: Optional[float] = None,
         no_repeat_ngram_size: Optional[int] = None,
         min_seconds: Optional[float] = None,
+        extend_stride: Optional[float] = None,
     ) -> Dict[str, Any]:
         """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`.
 
         Sampling (`temperature`, default 1, `top_k`, `top_p`) unless `greedy` or `num_beams` > 1 (beam search);
         `repetition_penalty` is transformers' (all ids); `no_repeat_ngram_size` bans repeated n-grams of the
         semantic stream only; `min_seconds` lets a clip end with `<eos>` once it is that long (total, prompt
-        included, as `seconds`), never before: it implies `allow_early_eos` from that length on."""
+        included, as `seconds`), never before: it implies `allow_early_eos` from that length on.
+
+        Past the LM's context the continuation is long-form (`generate_continuation`, `extend_stride` seconds
+        per slide) and decoded as a stream (`audio_pieces`); `audio` then joins the pieces. To keep minutes of
+        output out of memory, call `generate_continuation` and write `audio_pieces` as they come (the command
+        line does)."""
+        result = self.generate_continuation(
+            prompts, sampling_rate, seconds, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+            allow_early_eos=allow_early_eos, num_inference_steps=num_inference_steps, sampler=sampler,
+            greedy=greedy, num_beams=num_beams, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, min_seconds=min_seconds, extend_stride=extend_stride)
+        return self.decode_result(result)
+
+    def decode_result(self, result: Dict[str, Any]) -> Dict[str, Any]:
+        """Add `audio` and `prompt_reconstruction` to a `generate_continuation` result: one batched codec decode
+        with the prompt reconstruction spliced in front, or, for a streamed result, each row's `audio_pieces`
+        joined (the decoder's memory stays bounded; only the waveform itself is held)."""
+        config = self.tokenizer.model.config
+        if result["streamed"]:
+            prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
+            audio = [torch.cat(list(self.audio_pieces(result, i, prompt_recon[i])))
+                     for i in range(len(result["codes"]))]
+        else:
+            full = self.tokenizer.ids_to_audio(result["ids"], **result["decode"])
+            prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
+            audio = []
+            for i, wave in enumerate(full):
+                samples = min(result["target_samples"], config.output_num_samples(result["codes"][i].shape[1]))
+                audio.append(splice(prompt_recon[i], wave[:samples], config.sampling_rate))
+        result.update(audio=audio, prompt_reconstruction=prompt_recon)
+        return result
+
+    def generate_continuation(
+        self,
+        prompts: Sequence[np.ndarray],
+        sampling_rate: int,
+        seconds: float,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+        allow_early_eos: bool = False,
+        num_inference_steps: Optional[int] = None,
+        sampler: Optional[str] = None,
+        greedy: bool = False,
+        num_beams: int = 1,
+        repetition_penalty: Optional[float] = None,
+        no_repeat_ngram_size: Optional[int] = None,
+        min_seconds: Optional[float] = None,
+        extend_stride: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """The LM half of `continue_audio` (same arguments): checks, encodes the prompts and generates; returns
+        `ids`, `codes`, `target_frames`, `target_samples`, `prompt_codes`, `prompt_samples`, `decode` (codec
+        decoder settings), `slides` (0: it fitted in one `generate` call) and `streamed` (whether the audio is
+        to be decoded as a stream: after any slide, or codes too long for one decode call).
+
+        When the continuation does not fit in the LM's positions it is generated long-form (`generate_sliding`):
+        interleaved only (semantic_then_acoustic writes every acoustic id after all semantic ids, so no window
+        of it can be continued), and not with beam search (its beams cannot be carried across a slide)."""
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
         if pattern == "semantic_only":
             raise ValueError("An LM on semantic_only ids cannot make audio: the codec decoder needs acoustic ids too.")
@@ -247,6 +456,9 @@ class AudioContinuation:
         check_decode_settings(tok.model, num_inference_steps, sampler)  # before any generation
         config = tok.model.config
         min_frames = min_frames_for(min_seconds, seconds, config)
+        limit = getattr(self.lm.config, "max_position_embeddings", None) or getattr(self.lm.config, "n_positions", None)
+        check_extend_stride(extend_stride)  # before any encoding; against the context too when there is one
+        stride_frames = None if limit is None else stride_frames_for(extend_stride, int(limit), config)
         rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
         target_samples = int(round(seconds * rate))
         # The prompt's length at 16 kHz, as the feature extractor resamples it (last axis = time).
@@ -261,53 +473,86 @@ class AudioContinuation:
                 f"--seconds {seconds} is the total length and must exceed the prompt; prompt(s) {short} are already "
                 f"{max(prompt_samples[i] for i in short) / rate:.2f} s long."
             )
+        target_frames = config.frame_budget(target_samples)
         try:
             prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
         except AudioItemError as error:
             raise PromptError(error.index, error.message) from None
-        target_frames = config.frame_budget(target_samples)
         rows = [prompt_ids(c, layout, pattern) for c in prompt_codes]
         batch = tok.pad(rows, padding_side="left")
         prompt_frames = [int(c.shape[1]) for c in prompt_codes]
         needed = max(new_tokens_needed(pattern, frames, target_frames) for frames in prompt_frames)
-        limit = getattr(self.lm.config, "max_position_embeddings", None) or getattr(self.lm.config, "n_positions", None)
-        if limit is not None and batch["input_ids"].shape[1] + needed > limit:
-            fits = longest_fitting_seconds(pattern, batch["input_ids"].shape[1], prompt_frames, max(prompt_samples),
-                                           config, limit)
-            advice = (f"--seconds {fits:.2f} is the longest that fits with these prompts" if fits is not None else
-                      "the prompts alone leave no room for a continuation; use shorter prompts")
-            raise ValueError(
-                f"--seconds {seconds} needs {batch['input_ids'].shape[1] + needed} positions but the LM has {limit}: "
-                f"{advice} (or use an LM with a longer context)."
-            )
-        beams = decoding["num_beams"]  # generate repeats each row `beams` times (repeat_interleave): so do we
-        processor = PatternLogitsProcessor(
-            layout, pattern, target_frames=[target_frames] * (len(rows) * beams),
-            allow_early_eos=allow_early_eos or min_frames is not None,
-            forced_acoustic=([c[1].tolist() for c in prompt_codes for _ in range(beams)]
-                             if pattern == "semantic_then_acoustic" else None),
-            min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams),
-        )
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            sequences = self.lm.generate(
-                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                max_new_tokens=needed, logits_processor=LogitsProcessorList([processor, *extra_processors]),
-                bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
-                **decoding,
-            ).cpu()
-        codes = tok.decode_ids(sequences)
         decode = dict(num_inference_steps=num_inference_steps, seed=seed)
         if sampler is not None:
             decode["sampler"] = sampler
-        full = tok.ids_to_audio(sequences, **decode)
-        prompt_recon = self.reconstruct(prompt_codes, prompt_samples, **decode)
-        audio = []
-        for i, wave in enumerate(full):
-            samples = min(target_samples, config.output_num_samples(codes[i].shape[1]))
-            audio.append(splice(prompt_recon[i], wave[:samples], rate))
-        return {"audio": audio, "ids": sequences, "codes": codes, "prompt_reconstruction": prompt_recon,
-                "target_frames": target_frames}
+        result = {"target_frames": target_frames, "target_samples": target_samples, "prompt_codes": prompt_codes,
+                  "prompt_samples": prompt_samples, "decode": decode, "slides": 0}
+        if limit is not None and batch["input_ids"].shape[1] + needed > limit:
+            if pattern != "interleaved" or num_beams > 1:
+                self._refuse_long_form(pattern, seconds, batch["input_ids"].shape[1] + needed, limit,
+                                       batch["input_ids"].shape[1], prompt_frames, prompt_samples, config)
+            torch.manual_seed(seed)
+            rows_out, result["slides"] = generate_sliding(
+                self.lm, layout, rows, target_frames, int(limit), stride_frames, decoding,
+                allow_early_eos=allow_early_eos, min_frames=min_frames, no_repeat_ngram_size=no_repeat_ngram_size,
+                device=self.device)
+            sequences = tok.pad(rows_out, padding_side="right")["input_ids"]
+        else:
+            beams = decoding["num_beams"]  # generate repeats each row `beams` times (repeat_interleave): so do we
+            processor = PatternLogitsProcessor(
+                layout, pattern, target_frames=[target_frames] * (len(rows) * beams),
+                allow_early_eos=allow_early_eos or min_frames is not None,
+                forced_acoustic=([c[1].tolist() for c in prompt_codes for _ in range(beams)]
+                                 if pattern == "semantic_then_acoustic" else None),
+                min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams),
+            )
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                sequences = self.lm.generate(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device), max_new_tokens=needed,
+                    logits_processor=LogitsProcessorList([processor, *extra_processors]),
+                    bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id,
+                    pad_token_id=layout.pad_token_id, **decoding,
+                ).cpu()
+        codes = tok.decode_ids(sequences)
+        streamed = result["slides"] > 0 or any(tok.processor.streams_decode(config, c.shape[1]) for c in codes)
+        result.update(ids=sequences, codes=codes, streamed=streamed)
+        return result
+
+    @staticmethod
+    def _refuse_long_form(pattern: str, seconds: float, positions: int, limit: int, prompt_positions: int,
+                          prompt_frames: Sequence[int], prompt_samples: Sequence[int], config: Any) -> None:
+        """The error for a request past the LM's context that cannot slide (beam search, or not interleaved),
+        with the longest `--seconds` that fits in one `generate` call."""
+        fits = longest_fitting_seconds(pattern, prompt_positions, prompt_frames, max(prompt_samples), config, limit)
+        advice = (f"--seconds {fits:.2f} is the longest that fits with these prompts" if fits is not None else
+                  "the prompts alone leave no room for a continuation; use shorter prompts")
+        why = ("beam search cannot carry its beams across a slide of the context (long-form continuation); use "
+               "sampling or --greedy for longer audio" if pattern == "interleaved" else
+               f"long-form continuation (sliding the context) needs the interleaved pattern; {pattern} writes "
+               "every acoustic id after all semantic ids, so no window of it can be continued")
+        raise ValueError(f"--seconds {seconds} needs {positions} positions but the LM has {limit}: {advice} (or use "
+                         f"an LM with a longer context). Why not more: {why}.")
+
+    def audio_pieces(self, result: Dict[str, Any], row: int,
+                     prompt_reconstruction: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+        """Row `row` of a `generate_continuation` result as consecutive waveform pieces (16 kHz): a streamed
+        decode (`processor.decode_stream`, `windows_per_chunk` decode windows at a time, so memory does not grow
+        with the length) with the prompt's own reconstruction spliced in front, as `continue_audio` does. The
+        pieces joined equal the batch decode up to float32 rounding (same seed per row: `seed + row`)."""
+        tok, config = self.tokenizer, self.tokenizer.model.config
+        decode = dict(result["decode"])
+        seed = decode.pop("seed")
+        seed = None if seed is None else seed + row  # what a batch decode gives row `row`
+        codes = result["codes"][row]
+        if prompt_reconstruction is None:
+            prompt_reconstruction = self.reconstruct([result["prompt_codes"][row]], [result["prompt_samples"][row]],
+                                                     seed=None if seed is None else [seed], **decode)[0]
+        total = min(result["target_samples"], config.output_num_samples(codes.shape[1]))
+        pieces = tok.processor.decode_stream(tok.model, codes, num_samples=total,
+                                             windows_per_chunk=self.windows_per_chunk, seed=seed, **decode)
+        return splice_pieces(prompt_reconstruction, pieces, config.sampling_rate, total)
 
     def reconstruct(self, codes: Sequence[torch.Tensor], num_samples: Sequence[int], **decode: Any) -> List[torch.Tensor]:
         """The codec's reconstruction of each prompt alone, cut to the prompt's length (what `roundtrip` gives)."""
@@ -343,6 +588,11 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=None, metavar="S",
                         help="let the LM end a clip with <eos> once it lasts S seconds (prompt included), never "
                              "before; implies --allow-early-eos from that length on")
+    parser.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                        help="long-form continuation (a --seconds past the LM's context): each time the context is "
+                             "full, drop this much of the oldest audio from the LM's window and continue from the "
+                             "rest (default: a quarter of the context; more = fewer KV-cache rebuilds, less memory "
+                             "kept); must be smaller than the context")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
     parser.add_argument("--steps", type=int, default=None,
@@ -406,13 +656,15 @@ def run_continue(args: argparse.Namespace) -> int:
         if tiny is not None:
             tiny.model.to(args.device)
         engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny)
-        result = engine.continue_audio(
+        result = engine.generate_continuation(
             prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
             sampler=args.sampler, greedy=args.greedy, num_beams=args.num_beams,
             repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-            min_seconds=args.min_seconds,
+            min_seconds=args.min_seconds, extend_stride=args.extend_stride,
         )
+        if not result["streamed"]:
+            audio = engine.decode_result(result)["audio"]
     except PromptError as error:
         print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)
         return 2
@@ -420,14 +672,34 @@ def run_continue(args: argparse.Namespace) -> int:
         print(f"continue: error: {error}", file=sys.stderr)
         return 2
     targets = [Path(output)] if len(inputs) == 1 else [Path(output) / (Path(p).stem + ".wav") for p in inputs]
-    codec_rate = engine.tokenizer.sampling_rate  # the rate of result["audio"] (16 kHz)
-    for target, wave in zip(targets, result["audio"]):
+    codec_rate = engine.tokenizer.sampling_rate  # the rate of the audio (16 kHz)
+    for row, target in enumerate(targets):
         target.parent.mkdir(parents=True, exist_ok=True)
-        samples = wave.numpy()
+        if result["streamed"]:  # long-form: decoded and written piece by piece, never held whole
+            written = _write_pieces(target, engine.audio_pieces(result, row), codec_rate)
+            print(f"{target}: {written / codec_rate:.2f} s ({result['slides']} slides, streamed)")
+            continue
+        samples = audio[row].numpy()
         # atomic (a reader never sees half a file) and with the usual file mode, as the codec commands write
         atomic_write(target, lambda temporary: sf.write(str(temporary), samples, codec_rate, subtype="PCM_16"))
-        print(f"{target}: {wave.shape[-1] / codec_rate:.2f} s")
+        print(f"{target}: {samples.shape[-1] / codec_rate:.2f} s")
     return 0
+
+
+def _write_pieces(target: Path, pieces: Iterable[torch.Tensor], sampling_rate: int) -> int:
+    """Write waveform pieces to one 16-bit wav as they come, atomically (the codec commands' `_stream_to_file`
+    way: a reader never sees half a file); returns the samples written."""
+    written = [0]
+
+    def write(temporary: Path) -> None:
+        with sf.SoundFile(str(temporary), "w", samplerate=sampling_rate, channels=1, subtype="PCM_16") as out:
+            for piece in pieces:
+                samples = piece.float().cpu().numpy()
+                out.write(samples)
+                written[0] += samples.shape[0]
+
+    atomic_write(target, write)
+    return written[0]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

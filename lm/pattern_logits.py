@@ -225,18 +225,32 @@ class SemanticNoRepeatNGramLogitsProcessor:
 
     Put it after `PatternLogitsProcessor`: if the ban would leave a row nothing it may write (a small semantic
     vocabulary runs out of fresh n-grams), the ban gives way for that row rather than leaving every id at -inf.
+
+    `history` (one list per row, optional): semantic ids that came before the row's `input_ids` but are no
+    longer in them - long-form generation slides its window and passes what slid out, so the rule still holds
+    over the whole clip, not only over what the LM sees.
     """
 
-    def __init__(self, layout: SemantiCodecVocabularyLayout, ngram_size: int):
+    def __init__(self, layout: SemantiCodecVocabularyLayout, ngram_size: int,
+                 history: Optional[Sequence[Sequence[int]]] = None):
         if isinstance(ngram_size, bool) or not isinstance(ngram_size, int) or ngram_size < 1:
             raise ValueError(f"no_repeat_ngram_size must be a positive integer (leave it out for no rule), got "
                              f"{ngram_size!r}.")
         self.layout, self.ngram_size = layout, ngram_size
+        self.history = None if history is None else [torch.as_tensor(list(h), dtype=torch.long) for h in history]
+        if self.history is not None:
+            bad = [(row, int(h[(h < 0) | (h >= layout.acoustic_offset)][0])) for row, h in enumerate(self.history)
+                   if ((h < 0) | (h >= layout.acoustic_offset)).any()]
+            if bad:
+                raise ValueError(f"history row {bad[0][0]} holds {bad[0][1]}, not a semantic id in "
+                                 f"0..{layout.acoustic_offset - 1}; give only the semantic ids that slid out.")
 
-    def banned(self, ids: torch.Tensor) -> torch.Tensor:
+    def banned(self, ids: torch.Tensor, history: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The semantic ids one row (ids [L]) may not write next: those completing an n-gram its semantic stream
-        already holds."""
+        (after `history`, the row's earlier semantic ids) already holds."""
         semantic = ids[ids < self.layout.acoustic_offset]
+        if history is not None and history.numel():
+            semantic = torch.cat([history.to(semantic.device), semantic])
         n = self.ngram_size
         if semantic.numel() < n:
             return semantic.new_empty(0)
@@ -246,9 +260,12 @@ class SemanticNoRepeatNGramLogitsProcessor:
         return windows[matches, n - 1].unique()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.history is not None and len(self.history) != input_ids.shape[0]:
+            raise ValueError(f"history has {len(self.history)} rows but the batch has {input_ids.shape[0]}; give "
+                             "one per row.")
         out = scores.clone()
         for row in range(input_ids.shape[0]):
-            banned = self.banned(input_ids[row])
+            banned = self.banned(input_ids[row], None if self.history is None else self.history[row])
             if banned.numel():
                 trial = scores[row].index_fill(0, banned, float("-inf"))
                 if torch.isfinite(trial).any():  # otherwise the rule gives way for this row

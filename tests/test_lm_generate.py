@@ -145,9 +145,9 @@ def test_continuation_has_the_requested_length_and_starts_with_the_prompt_recons
     assert all(torch.equal(a, b) for a, b in zip(again["audio"], out["audio"]))
     with pytest.raises(ValueError, match="must exceed the prompt"):
         engine.continue_audio([prompts[0]], 16000, seconds=0.5)
-    with pytest.raises(ValueError, match="longer context"):
+    with pytest.raises(ValueError, match="longer context.*beam search cannot carry"):  # long-form needs no beams
         AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=64), tiny_tokenizer).continue_audio(
-            [prompts[0]], 16000, seconds=2.0)
+            [prompts[0]], 16000, seconds=2.0, num_beams=2)
 
 
 def test_continue_command_end_to_end(tmp_path, tiny_tokenizer):
@@ -297,21 +297,23 @@ def test_decode_settings_are_checked_before_any_generation(tiny_tokenizer, monke
 
 
 def test_too_long_a_request_names_the_seconds_that_fit(tiny_tokenizer):
+    """Beam search cannot slide (long-form continuation), so past the LM's context it is refused with the
+    longest `--seconds` that fits in one `generate` call (interleaved sampling would slide instead)."""
     import re
 
     engine = AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=160), tiny_tokenizer)
     prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)  # 1 s: 57 frames, 115 ids
     with pytest.raises(ValueError, match="longest that fits") as refused:
-        engine.continue_audio([prompt], 16000, seconds=4.0)
+        engine.continue_audio([prompt], 16000, seconds=4.0, num_beams=2)
     fits = float(re.search(r"--seconds (\d+\.\d\d) is the longest", str(refused.value)).group(1))
     assert 1.0 < fits < 4.0
     with pytest.raises(ValueError, match="longest that fits"):
-        engine.continue_audio([prompt], 16000, seconds=fits + 0.01)
-    out = engine.continue_audio([prompt], 16000, seconds=fits, num_inference_steps=5)  # the advice works
-    assert out["audio"][0].shape == (int(round(fits * 16000)),)
+        engine.continue_audio([prompt], 16000, seconds=fits + 0.01, num_beams=2)
+    out = engine.continue_audio([prompt], 16000, seconds=fits, num_inference_steps=5, num_beams=2)  # advice works
+    assert out["audio"][0].shape == (int(round(fits * 16000)),) and out["slides"] == 0
     with pytest.raises(ValueError, match="prompts alone leave no room"):
         AudioContinuation(_random_lm(tiny_tokenizer.layout, positions=100), tiny_tokenizer).continue_audio(
-            [prompt], 16000, seconds=2.0)
+            [prompt], 16000, seconds=2.0, num_beams=2)
 
 
 def test_continue_cli_errors_name_the_prompt_once(tmp_path, tiny_tokenizer, capsys):
