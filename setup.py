@@ -74,7 +74,10 @@ setup(
     entry_points={
         "console_scripts": ["semanticodec-hf=semanticodec_hf.cli:main"],
         # the LM toolkit adds `semanticodec-hf continue` here, so the codec's CLI never imports the toolkit
-        "semanticodec_hf.commands": ["continue=semanticodec_hf.lm.generate:register_continue_command"],
+        "semanticodec_hf.commands": [
+            "continue=semanticodec_hf.lm.generate:register_continue_command",
+            "decode-semantic=semanticodec_hf.lm.acoustic_stage:register_decode_semantic_command",
+        ],
     },
     cmdclass={"build_py": BuildPyWithStartupHook},
 )

@@ -5,6 +5,7 @@
     from semanticodec_hf.lm import AudioContinuation, PatternLogitsProcessor, AudioLMDataCollator, load_recipe
 """
 
+from .acoustic_stage import AcousticStage, ForcedSemanticLogitsProcessor
 from .config import LMRecipe, load_recipe
 from .data import AudioLMDataCollator, BlockBuilder, pack_sequences, split_sequences
 from .evaluate import (
@@ -22,9 +23,11 @@ from .generate import AudioContinuation
 from .pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 
 __all__ = [
+    "AcousticStage",
     "AudioContinuation",
     "AudioLMDataCollator",
     "BlockBuilder",
+    "ForcedSemanticLogitsProcessor",
     "LMRecipe",
     "PatternLogitsProcessor",
     "SemanticNoRepeatNGramLogitsProcessor",

@@ -22,6 +22,8 @@ from semanticodec_hf.recipe_loading import (  # noqa: F401 (apply_overrides, bui
 )
 
 ARCHITECTURES = ("gpt2", "llama")
+# How a synthetic corpus derives each frame's acoustic id (`semanticodec_hf.lm.data.synthetic_corpus`).
+ACOUSTIC_RULES = ("frame_index", "previous_semantic")
 
 
 @dataclass
@@ -51,17 +53,28 @@ class ModelRecipe:
 # Model keys stored in a recipe's dict only when set: checkpoints written before they existed do not record them,
 # and a resume compares the stored recipe key by key.
 OPTIONAL_MODEL_KEYS = {"init_from": None, "keep_text_vocab": False}
+# The same for `data.synthetic`: a recipe that keeps today's corpus stores the dict it always stored.
+OPTIONAL_SYNTHETIC_KEYS = {"acoustic_rule": "frame_index", "noise": 0.0}
 
 
 @dataclass
 class SyntheticCorpus:
-    """A learnable id corpus with no audio at all (tests, demos): see `semanticodec_hf.lm.data.synthetic_corpus`."""
+    """A learnable id corpus with no audio at all (tests, demos): see `semanticodec_hf.lm.data.synthetic_corpus`.
+
+    `acoustic_rule` says how each frame's acoustic id follows from the semantic stream (`ACOUSTIC_RULES`): `frame_index` (the default, the corpus every earlier recipe trained on) or `previous_semantic`,
+    where it depends on the previous frame's semantic id too: a corpus for the semantic->acoustic stage
+    (`semanticodec_hf.lm.acoustic_stage`) that no per-frame map can learn. `noise` replaces that fraction of the
+    semantic ids by random ones; with 1.0 a clip's repeating motif is gone, so a model cannot predict an acoustic
+    id by copying the one a motif period earlier and must learn the rule itself.
+    """
 
     num_clips: int = 64
     frames: int = 48
     semantic_vocab_size: int = 64
     acoustic_vocab_size: int = 128
     pattern: str = "interleaved"
+    acoustic_rule: str = "frame_index"
+    noise: float = 0.0  # fraction of semantic ids replaced by random ones (1.0: no motif left to copy)
 
 
 @dataclass
@@ -139,6 +152,13 @@ class LMRecipe:
                 f"model.hidden_size ({self.model.hidden_size}) must be a multiple of model.num_heads "
                 f"({self.model.num_heads})."
             )
+        synthetic = self.data.synthetic
+        if synthetic is not None:
+            if synthetic.acoustic_rule not in ACOUSTIC_RULES:
+                raise ValueError(f"data.synthetic.acoustic_rule must be one of {list(ACOUSTIC_RULES)}, got "
+                                 f"{synthetic.acoustic_rule!r}.")
+            if not 0.0 <= synthetic.noise <= 1.0:
+                raise ValueError(f"data.synthetic.noise must be a fraction in [0, 1], got {synthetic.noise}.")
         if (self.data.tokenized_dir is None) == (self.data.synthetic is None):
             raise ValueError("Give exactly one of data.tokenized_dir (a tokenize_dataset.py output) or data.synthetic.")
         if self.data.block_size < 4 or self.data.block_size % 2:
@@ -166,12 +186,16 @@ class LMRecipe:
         return self
 
     def to_dict(self) -> Dict[str, Any]:
-        """The recipe as nested dicts; the optional model keys only when set, so that the recipe of a run that
+        """The recipe as nested dicts; the optional model and synthetic-corpus keys only when set, so that the recipe of a run that
         does not use them equals the one stored by checkpoints older than those keys (a resume compares them)."""
         data = dataclasses.asdict(self)
         for key, default in OPTIONAL_MODEL_KEYS.items():
             if data["model"][key] == default:
                 del data["model"][key]
+        if data["data"]["synthetic"] is not None:
+            for key, default in OPTIONAL_SYNTHETIC_KEYS.items():
+                if data["data"]["synthetic"][key] == default:
+                    del data["data"]["synthetic"][key]
         return data
 
 

@@ -53,7 +53,7 @@ from semanticodec_hf.lm.data import (
     bpe_layout,
     pack_sequences,
     split_sequences,
-    synthetic_corpus,
+    synthetic_corpus_from_spec,
 )
 from semanticodec_hf.lm.modeling import STREAMS, build_model, context_length, count_targets, token_losses
 from semanticodec_hf.progress import progress_bar
@@ -106,7 +106,7 @@ def load_corpus(recipe: LMRecipe):
         spec = data.synthetic
         layout = SemantiCodecVocabularyLayout(spec.semantic_vocab_size, spec.acoustic_vocab_size)
         tokenizer = SemantiCodecAudioTokenizer(layout=layout, pattern=spec.pattern)
-        clips = synthetic_corpus(layout, spec.pattern, spec.num_clips, spec.frames, seed=recipe.train.seed)
+        clips = synthetic_corpus_from_spec(spec, seed=recipe.train.seed)  # every field of the section applied
         clips, tokenizer = _with_bpe(recipe, clips, tokenizer)
         layout = tokenizer.layout
         train_clips, eval_clips = _split_clips(clips, data.eval_fraction, recipe.train.seed)

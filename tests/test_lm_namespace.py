@@ -15,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LM = REPO / "lm"
 LM_MODULES = sorted(p.stem for p in LM.glob("*.py") if p.stem != "__init__")
-PUBLIC = ["AudioContinuation", "AudioLMDataCollator", "BlockBuilder", "LMRecipe", "PatternLogitsProcessor",
+PUBLIC = ["AcousticStage", "AudioContinuation", "AudioLMDataCollator", "BlockBuilder", "ForcedSemanticLogitsProcessor",
+          "LMRecipe", "PatternLogitsProcessor",
           "SemanticNoRepeatNGramLogitsProcessor", "auto_bleu", "distinct_n", "generate_continuations", "heldout_loss",
           "likelihood_probe_audio", "likelihood_probe_ids", "load_lm", "load_recipe", "pack_sequences",
           "split_sequences", "unigram_entropy", "write_lm_report"]
@@ -114,7 +115,8 @@ def test_the_codec_package_never_imports_the_lm_toolkit():
                       if name == "semanticodec_hf.lm" or name.startswith("semanticodec_hf.lm.")]
     assert found == []
     setup = (REPO / "setup.py").read_text()
-    assert '"semanticodec_hf.commands": ["continue=semanticodec_hf.lm.generate:register_continue_command"]' in setup
+    assert '"continue=semanticodec_hf.lm.generate:register_continue_command"' in setup
+    assert '"decode-semantic=semanticodec_hf.lm.acoustic_stage:register_decode_semantic_command"' in setup
 
 
 @pytest.mark.parametrize("script", ["train.py", "generate.py"])
