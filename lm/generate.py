@@ -40,12 +40,14 @@ import numpy as np
 import soundfile as sf
 import torch
 from transformers import AutoModelForCausalLM, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
+from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
 SPLICE_SECONDS = 0.01  # length of the offset ramp that hides the seam between prompt and continuation
@@ -227,6 +229,23 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Ten
     return {"input_ids": ids, "attention_mask": mask}
 
 
+class GenerationProgress(BaseStreamer):
+    """A progress bar over generation steps, as a transformers streamer: `generate` passes the prompt to `put`
+    first, then every step's new ids, and calls `end` when done (so a new call starts with its prompt again)."""
+
+    def __init__(self, bar: Any):
+        self.bar = bar
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            self.bar.update(1)
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        self._prompt_seen = False
+
+
 def generate_sliding(
     lm: Any,
     layout: SemantiCodecVocabularyLayout,
@@ -239,6 +258,7 @@ def generate_sliding(
     min_frames: Optional[int] = None,
     no_repeat_ngram_size: Optional[int] = None,
     device: str = "cpu",
+    streamer: Optional[BaseStreamer] = None,
 ) -> Tuple[List[List[int]], int]:
     """Interleaved continuation past the LM's `limit` positions: returns each row's `<bos> ids <eos>` and the
     number of slides.
@@ -291,7 +311,7 @@ def generate_sliding(
             sequences = lm.generate(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=new_tokens, logits_processor=LogitsProcessorList(processors), bos_token_id=bos,
-                eos_token_id=eos, pad_token_id=pad, **decoding,
+                eos_token_id=eos, pad_token_id=pad, streamer=streamer, **decoding,
             ).cpu()
         for row, i in enumerate(active):
             new = sequences[row, width:].tolist()
@@ -396,17 +416,18 @@ class AudioContinuation:
             no_repeat_ngram_size=no_repeat_ngram_size, min_seconds=min_seconds, extend_stride=extend_stride)
         return self.decode_result(result)
 
-    def decode_result(self, result: Dict[str, Any]) -> Dict[str, Any]:
+    def decode_result(self, result: Dict[str, Any], progress: bool = False) -> Dict[str, Any]:
         """Add `audio` and `prompt_reconstruction` to a `generate_continuation` result: one batched codec decode
-        with the prompt reconstruction spliced in front, or, for a streamed result, each row's `audio_pieces`
-        joined (the decoder's memory stays bounded; only the waveform itself is held)."""
+        with the prompt reconstruction spliced in front (`progress`: the decoder's step bar), or, for a streamed
+        result, each row's `audio_pieces` joined (the decoder's memory stays bounded; only the waveform itself is
+        held)."""
         config = self.tokenizer.model.config
         if result["streamed"]:
             prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
             audio = [torch.cat(list(self.audio_pieces(result, i, prompt_recon[i])))
                      for i in range(len(result["codes"]))]
         else:
-            full = self.tokenizer.ids_to_audio(result["ids"], **result["decode"])
+            full = self.tokenizer.ids_to_audio(result["ids"], progress=progress, **result["decode"])
             prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
             audio = []
             for i, wave in enumerate(full):
@@ -433,8 +454,10 @@ class AudioContinuation:
         no_repeat_ngram_size: Optional[int] = None,
         min_seconds: Optional[float] = None,
         extend_stride: Optional[float] = None,
+        progress: bool = False,
     ) -> Dict[str, Any]:
-        """The LM half of `continue_audio` (same arguments): checks, encodes the prompts and generates; returns
+        """The LM half of `continue_audio` (same arguments; `progress`: a bar over generation steps on stderr,
+        not with beam search, which takes no streamer): checks, encodes the prompts and generates; returns
         `ids`, `codes`, `target_frames`, `target_samples`, `prompt_codes`, `prompt_samples`, `decode` (codec
         decoder settings), `slides` (0: it fitted in one `generate` call) and `streamed` (whether the audio is
         to be decoded as a stream: after any slide, or codes too long for one decode call).
@@ -487,6 +510,9 @@ class AudioContinuation:
             decode["sampler"] = sampler
         result = {"target_frames": target_frames, "target_samples": target_samples, "prompt_codes": prompt_codes,
                   "prompt_samples": prompt_samples, "decode": decode, "slides": 0}
+        show = progress and decoding["num_beams"] == 1
+        bar = progress_bar(total=needed, desc="continue", unit="step", quiet=not show)
+        streamer = GenerationProgress(bar) if show else None
         if limit is not None and batch["input_ids"].shape[1] + needed > limit:
             if pattern != "interleaved" or num_beams > 1:
                 self._refuse_long_form(pattern, seconds, batch["input_ids"].shape[1] + needed, limit,
@@ -495,7 +521,7 @@ class AudioContinuation:
             rows_out, result["slides"] = generate_sliding(
                 self.lm, layout, rows, target_frames, int(limit), stride_frames, decoding,
                 allow_early_eos=allow_early_eos, min_frames=min_frames, no_repeat_ngram_size=no_repeat_ngram_size,
-                device=self.device)
+                device=self.device, streamer=streamer)
             sequences = tok.pad(rows_out, padding_side="right")["input_ids"]
         else:
             beams = decoding["num_beams"]  # generate repeats each row `beams` times (repeat_interleave): so do we
@@ -513,8 +539,9 @@ class AudioContinuation:
                     attention_mask=batch["attention_mask"].to(self.device), max_new_tokens=needed,
                     logits_processor=LogitsProcessorList([processor, *extra_processors]),
                     bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id,
-                    pad_token_id=layout.pad_token_id, **decoding,
+                    pad_token_id=layout.pad_token_id, streamer=streamer, **decoding,
                 ).cpu()
+        bar.close()
         codes = tok.decode_ids(sequences)
         streamed = result["slides"] > 0 or any(tok.processor.streams_decode(config, c.shape[1]) for c in codes)
         result.update(ids=sequences, codes=codes, streamed=streamed)
@@ -595,6 +622,8 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                              "kept); must be smaller than the context")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bars (generation steps, decoding) on stderr; errors still print")
     parser.add_argument("--steps", type=int, default=None,
                         help="diffusion steps of the codec decoder (default 50; checked before generation starts)")
     parser.add_argument("--sampler", default=None, choices=list(_samplers()),
@@ -661,10 +690,10 @@ def run_continue(args: argparse.Namespace) -> int:
             seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
             sampler=args.sampler, greedy=args.greedy, num_beams=args.num_beams,
             repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-            min_seconds=args.min_seconds, extend_stride=args.extend_stride,
+            min_seconds=args.min_seconds, extend_stride=args.extend_stride, progress=not args.quiet,
         )
         if not result["streamed"]:
-            audio = engine.decode_result(result)["audio"]
+            audio = engine.decode_result(result, progress=not args.quiet)["audio"]
     except PromptError as error:
         print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)
         return 2
@@ -676,7 +705,9 @@ def run_continue(args: argparse.Namespace) -> int:
     for row, target in enumerate(targets):
         target.parent.mkdir(parents=True, exist_ok=True)
         if result["streamed"]:  # long-form: decoded and written piece by piece, never held whole
-            written = _write_pieces(target, engine.audio_pieces(result, row), codec_rate)
+            pieces = progress_bar(engine.audio_pieces(result, row), desc=f"decode {target.name}", unit="piece",
+                                  quiet=args.quiet)
+            written = _write_pieces(target, pieces, codec_rate)
             print(f"{target}: {written / codec_rate:.2f} s ({result['slides']} slides, streamed)")
             continue
         samples = audio[row].numpy()

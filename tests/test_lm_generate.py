@@ -1,5 +1,7 @@
 """Generation: the pattern-forcing logits processor and prompt continuation to a waveform."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -355,9 +357,15 @@ def test_continue_tiny_runs_the_smoke_test_and_early_eos_gives_shorter_audio(tmp
     common = ["continue", str(prompt), "--lm", str(lm_dir), "--tiny", "--seconds", "1.5", "--steps", "5"]
     capsys.readouterr()
     assert cli_main(common[:2] + [str(tmp_path / "full.wav")] + common[2:]) == 0
-    assert "WARNING: --tiny uses a small RANDOMLY INITIALISED codec" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "WARNING: --tiny uses a small RANDOMLY INITIALISED codec" in err
+    # progress on stderr: the LM's generation steps (2 ids per new frame + <eos>), then the decoder's steps
+    steps = re.search(r"continue: 100%\|[^|]*\| (\d+)/(\d+)", err)
+    assert steps and steps.group(1) == steps.group(2) and int(steps.group(1)) % 2 == 1, err[-800:]
+    assert "DDIM: 100%" in err
     assert sf.read(str(tmp_path / "full.wav"))[0].shape == (24000,)  # <eos> is forbidden before 1.5 s
-    assert cli_main(common[:2] + [str(tmp_path / "early.wav")] + common[2:] + ["--allow-early-eos"]) == 0
+    assert cli_main(common[:2] + [str(tmp_path / "early.wav")] + common[2:] + ["--allow-early-eos", "--quiet"]) == 0
+    assert "continue:" not in capsys.readouterr().err  # --quiet: no bars
     early, rate = sf.read(str(tmp_path / "early.wav"))
     # the LM stopped right after the prompt's frames: the output is the prompt's frames, not 1.5 s
     frames = reference_frame_count(16000, 100)

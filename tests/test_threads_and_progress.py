@@ -74,7 +74,7 @@ def test_a_bad_thread_count_is_a_usage_error(tmp_path, capsys, bad):
 
 
 def test_every_command_that_runs_torch_has_the_threads_option(capsys):
-    for command in ("compress", "decompress", "encode", "decode", "roundtrip", "convert", "continue"):
+    for command in ("compress", "decompress", "encode", "decode", "roundtrip", "convert", "continue", "decode-semantic"):
         assert cli_main([command, "--help"]) == 0
         assert "--threads N" in capsys.readouterr().out, command
     for recipe in ("evaluate_codec", "build_semantic_codebook", "train_codec", "tokenize_dataset", "evaluate_lm"):
