@@ -46,11 +46,10 @@ from transformers import LogitsProcessorList
 
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
-from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
-
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
-from semanticodec_hf.lm.generate import check_decode_settings, tiny_codec_tokenizer
+from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
+from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[int]]
 

@@ -45,6 +45,8 @@ from transformers.generation.streamers import BaseStreamer
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
+from semanticodec_hf.lm.acoustic_stage import AcousticStage
+from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.progress import progress_bar
@@ -94,16 +96,6 @@ class PromptError(ValueError):
     def __init__(self, index: int, message: str):
         super().__init__(f"prompt {index}: {message}")
         self.index, self.message = index, message
-
-
-def check_decode_settings(codec: Any, num_inference_steps: Optional[int], sampler: Optional[str]) -> None:
-    """Refuse decoder settings the codec would refuse, before minutes of LM generation are spent
-    (`SemantiCodecModel.check_decode_settings`, in the command line's words). `None` means the codec's default."""
-    try:
-        codec.check_decode_settings(num_inference_steps, sampler)
-    except ValueError as error:
-        message = str(error).replace("num_inference_steps=", "--steps ").replace("num_inference_steps", "--steps")
-        raise ValueError(message) from None
 
 
 def longest_fitting_seconds(pattern: str, prompt_positions: int, prompt_frames: Sequence[int], prompt_samples: int,
@@ -346,12 +338,23 @@ def splice_pieces(prompt_audio: torch.Tensor, pieces: Iterable[torch.Tensor], sa
 
 
 class AudioContinuation:
-    """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts."""
+    """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts.
 
-    def __init__(self, lm, codec_tokenizer, device: str = "cpu"):
+    An LM on `semantic_only` ids needs `acoustic_stage` (an `AcousticStage`, lm/acoustic_stage.py): it predicts
+    the acoustic ids of the continuation from its semantic ids, after the prompt's own codes (voice, timbre)."""
+
+    def __init__(self, lm, codec_tokenizer, device: str = "cpu", acoustic_stage: Optional[AcousticStage] = None):
         self.lm = lm.to(device).eval()
         self.tokenizer = codec_tokenizer
         self.device = device
+        self.acoustic_stage = acoustic_stage
+        if acoustic_stage is not None:
+            if codec_tokenizer.pattern != "semantic_only":
+                raise ValueError(f"An acoustic stage completes the ids of a semantic_only LM; this LM writes "
+                                 f"{codec_tokenizer.pattern!r} ids, acoustic ones included. Drop --acoustic-lm.")
+            if acoustic_stage.layout != codec_tokenizer.layout:
+                raise ValueError(f"The acoustic stage's layout {acoustic_stage.layout.to_dict()} is not the codec's "
+                                 f"{codec_tokenizer.layout.to_dict()}; train the stage on this codec's ids.")
         lm_vocab = int(lm.config.vocab_size)
         if lm_vocab < self.tokenizer.layout.vocab_size:
             raise ValueError(
@@ -361,8 +364,9 @@ class AudioContinuation:
 
     @classmethod
     def from_pretrained(cls, lm_path: str, codec_path: Optional[str] = None, device: str = "cpu",
-                        codec_tokenizer=None) -> "AudioContinuation":
-        """Load the LM folder written by `lm/train.py` and the codec it was trained for (checked by layout)."""
+                        codec_tokenizer=None, acoustic_lm: Optional[str] = None) -> "AudioContinuation":
+        """Load the LM folder written by `lm/train.py` and the codec it was trained for (checked by layout); with
+        `acoustic_lm` (a semantic_only LM), also the acoustic stage LM folder that completes its ids."""
         saved = SemantiCodecAudioTokenizer.from_pretrained(lm_path, load_codec=False)
         if codec_tokenizer is None:
             source = codec_path or saved.codec_name_or_path
@@ -375,7 +379,12 @@ class AudioContinuation:
                 f"{codec_tokenizer.layout.to_dict()}; use the codec variant the LM was trained with."
             )
         codec_tokenizer.pattern = saved.pattern
-        return cls(AutoModelForCausalLM.from_pretrained(lm_path), codec_tokenizer, device)
+        stage = None
+        if acoustic_lm is not None:  # the stage gets its own (interleaved) tokenizer on the same codec
+            stage_tokenizer = SemantiCodecAudioTokenizer(codec_tokenizer.model, codec_tokenizer.feature_extractor,
+                                                         pattern="interleaved")
+            stage = AcousticStage.from_pretrained(acoustic_lm, codec_tokenizer=stage_tokenizer, device=device)
+        return cls(AutoModelForCausalLM.from_pretrained(lm_path), codec_tokenizer, device, acoustic_stage=stage)
 
     windows_per_chunk = 4  # decode windows per piece of a streamed decode (bounds the decoder's memory)
 
@@ -427,7 +436,8 @@ class AudioContinuation:
             audio = [torch.cat(list(self.audio_pieces(result, i, prompt_recon[i])))
                      for i in range(len(result["codes"]))]
         else:
-            full = self.tokenizer.ids_to_audio(result["ids"], progress=progress, **result["decode"])
+            tok = self.tokenizer  # from the codes: a semantic_only LM's ids alone hold no acoustic ids
+            full = tok.processor.decode_codes(tok.model, result["codes"], progress=progress, **result["decode"])
             prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
             audio = []
             for i, wave in enumerate(full):
@@ -466,8 +476,10 @@ class AudioContinuation:
         interleaved only (semantic_then_acoustic writes every acoustic id after all semantic ids, so no window
         of it can be continued), and not with beam search (its beams cannot be carried across a slide)."""
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
-        if pattern == "semantic_only":
-            raise ValueError("An LM on semantic_only ids cannot make audio: the codec decoder needs acoustic ids too.")
+        if pattern == "semantic_only" and self.acoustic_stage is None:
+            raise ValueError("An LM on semantic_only ids cannot make audio by itself: the codec decoder needs acoustic "
+                             "ids too. Give an acoustic stage (--acoustic-lm PATH, an LM trained on interleaved ids, "
+                             "see lm/acoustic_stage.py).")
         if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"--seconds must be a positive number of seconds, got {seconds!r}.")
         decoding = decoding_arguments(greedy, num_beams, temperature, top_k, top_p, repetition_penalty)
@@ -543,9 +555,24 @@ class AudioContinuation:
                 ).cpu()
         bar.close()
         codes = tok.decode_ids(sequences)
+        if pattern == "semantic_only":  # the stage adds the acoustic ids after each prompt's own codes
+            codes = self._complete_acoustic(codes, prompt_codes)
         streamed = result["slides"] > 0 or any(tok.processor.streams_decode(config, c.shape[1]) for c in codes)
         result.update(ids=sequences, codes=codes, streamed=streamed)
         return result
+
+    def _complete_acoustic(self, semantic: Sequence[torch.Tensor], prompt_codes: Sequence[torch.Tensor]
+                           ) -> List[torch.Tensor]:
+        """Semantic-only codes `[1, F]` (each starting with its prompt's semantic ids) -> full codes `[2, F]`: the
+        prompt's own codes, then the stage's acoustic ids for the new frames (one batched stage call)."""
+        new = [row[0, prompt.shape[1]:] for row, prompt in zip(semantic, prompt_codes)]
+        rows = [i for i, ids in enumerate(new) if ids.numel()]
+        predicted = (self.acoustic_stage.predict_acoustic([new[i] for i in rows], prompt=[prompt_codes[i] for i in rows])
+                     if rows else [])
+        completed = [prompt.clone() for prompt in prompt_codes]  # a row that wrote no new frame keeps its prompt
+        for i, codes in zip(rows, predicted):
+            completed[i] = torch.cat([prompt_codes[i], codes.to(prompt_codes[i].dtype)], dim=1)
+        return completed
 
     @staticmethod
     def _refuse_long_form(pattern: str, seconds: float, positions: int, limit: int, prompt_positions: int,
@@ -622,6 +649,9 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                              "kept); must be smaller than the context")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
+    parser.add_argument("--acoustic-lm", metavar="PATH",
+                        help="for an LM on semantic_only ids: the acoustic stage LM (lm/acoustic_stage.py) that adds "
+                             "the acoustic ids the codec decoder needs")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars (generation steps, decoding) on stderr; errors still print")
     parser.add_argument("--steps", type=int, default=None,
@@ -645,13 +675,6 @@ def _samplers() -> Sequence[str]:
     from semanticodec_hf import SemantiCodecModel  # the model module pulls diffusers: only when a parser is built
 
     return SemantiCodecModel.SAMPLERS
-
-
-def tiny_codec_tokenizer():
-    """The random tiny codec behind `--tiny` (seed 0: the one `tokenize_dataset.py --tiny` uses), loudly warned."""
-    print("WARNING: --tiny uses a small RANDOMLY INITIALISED codec. Its output is noise; use it only to check that "
-          "the pipeline runs (e.g. with an LM from recipes/lm_tiny_cpu.yaml).", file=sys.stderr)
-    return SemantiCodecAudioTokenizer.tiny(seed=0)
 
 
 def _read_prompts(paths: Sequence[str]):
@@ -684,7 +707,8 @@ def run_continue(args: argparse.Namespace) -> int:
         tiny = tiny_codec_tokenizer() if args.tiny else None
         if tiny is not None:
             tiny.model.to(args.device)
-        engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny)
+        engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny,
+                                                   acoustic_lm=args.acoustic_lm)
         result = engine.generate_continuation(
             prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,

@@ -388,3 +388,44 @@ def test_continue_output_has_the_same_file_mode_as_the_codec_commands_outputs(tm
     mask = os.umask(0o022)
     os.umask(mask)
     assert lm_mode == codec_mode == 0o666 & ~mask
+
+
+def test_a_semantic_only_lm_continues_through_the_acoustic_stage(tmp_path, tiny_tokenizer, capsys):
+    """`continue --acoustic-lm`: a semantic_only LM writes the semantic ids, the stage adds the acoustic ones after
+    the prompt's own codes, and the codec decodes the whole."""
+    from semanticodec_hf.cli import main as cli_main
+    from semanticodec_hf.lm.acoustic_stage import AcousticStage
+
+    layout = tiny_tokenizer.layout
+    semantic_tokenizer = SemantiCodecAudioTokenizer(tiny_tokenizer.model, tiny_tokenizer.feature_extractor,
+                                                    pattern="semantic_only")
+    stage_tokenizer = SemantiCodecAudioTokenizer(tiny_tokenizer.model, tiny_tokenizer.feature_extractor)
+    semantic_lm, stage_lm = _random_lm(layout, seed=0), _random_lm(layout, seed=1)
+    engine = AudioContinuation(semantic_lm, semantic_tokenizer, acoustic_stage=AcousticStage(stage_lm, stage_tokenizer))
+    prompt = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    out = engine.continue_audio([prompt], 16000, seconds=1.5, num_inference_steps=5, seed=3)
+    codes, prompt_codes = out["codes"][0], tiny_tokenizer.encode_audio(prompt, 16000)
+    assert codes.shape == (2, out["target_frames"]) and out["audio"][0].shape == (24000,)
+    assert torch.equal(codes[:, : prompt_codes.shape[1]], prompt_codes)  # the prompt's own codes first
+    written = SemantiCodecAudioTokenizer(layout=layout, pattern="semantic_only").decode_ids(out["ids"][0])
+    assert torch.equal(codes[0], written[0])  # the semantic row is exactly what the LM wrote
+    acoustic = codes[1, prompt_codes.shape[1]:]
+    assert acoustic.min() >= 0 and acoustic.max() < layout.acoustic_vocab_size and acoustic.unique().numel() > 1
+    # the stage alone, given those semantic ids after the prompt, predicts the same acoustic ids
+    alone = AcousticStage(stage_lm, stage_tokenizer).predict_acoustic(codes[0, prompt_codes.shape[1]:], prompt=prompt_codes)
+    assert torch.equal(alone[1], acoustic)
+    with pytest.raises(ValueError, match="Drop --acoustic-lm"):
+        AudioContinuation(semantic_lm, stage_tokenizer, acoustic_stage=AcousticStage(stage_lm, stage_tokenizer))
+
+    # the command line: refused without a stage (naming --acoustic-lm), written with one
+    semantic_dir = tmp_path / "semantic_lm"
+    semantic_lm.save_pretrained(semantic_dir)
+    SemantiCodecAudioTokenizer(layout=layout, pattern="semantic_only").save_pretrained(semantic_dir, save_codec=False)
+    stage_dir = _save_lm(stage_lm, layout, tmp_path / "stage_lm")
+    prompt_path = _prompt_file(tmp_path / "p.wav", 1.0)
+    common = ["continue", str(prompt_path), str(tmp_path / "out.wav"), "--lm", str(semantic_dir), "--tiny",
+              "--seconds", "1.5", "--steps", "5", "--quiet"]
+    assert cli_main(common) == 2
+    assert "--acoustic-lm" in capsys.readouterr().err and not (tmp_path / "out.wav").exists()
+    assert cli_main(common + ["--acoustic-lm", str(stage_dir)]) == 0
+    assert sf.read(str(tmp_path / "out.wav"))[0].shape == (24000,)
