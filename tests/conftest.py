@@ -51,16 +51,42 @@ def stored_decode_noise(fixtures_dir: Path) -> torch.Tensor:
     ])
 
 
+SESSION_THREADS = torch.get_num_threads()
+SESSION_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
+
+
+def _set_omp_num_threads(value):
+    """Set or remove OMP_NUM_THREADS in the *current* `os.environ`: `datasets.Dataset.map(num_proc=...)` replaces
+    `os.environ` by a copy, so a `monkeypatch.setenv` made before it would be undone on the old mapping only."""
+    if value is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = value
+
+
+@pytest.fixture(autouse=True)
+def _session_thread_settings():
+    """Every test starts with the session's torch threads and OMP_NUM_THREADS, whatever the one before it ran
+    (the commands set torch's threads from `--threads`, and the fbank of the parity fixtures is only exact with the
+    session's thread count)."""
+    yield
+    if torch.get_num_threads() != SESSION_THREADS:
+        torch.set_num_threads(SESSION_THREADS)
+    if os.environ.get("OMP_NUM_THREADS") != SESSION_OMP_NUM_THREADS:
+        _set_omp_num_threads(SESSION_OMP_NUM_THREADS)
+
+
 @pytest.fixture
-def one_thread(monkeypatch):
+def one_thread():
     """One torch thread: the tiny codec runs many small ops, which 2 OpenMP threads on a loaded 2-core box
     slow down by up to ~100x. OMP_NUM_THREADS=1 too: the commands and recipes a test runs in-process set their
     default thread count from it (`cpu_threads.default_threads`)."""
-    previous = torch.get_num_threads()
+    previous, previous_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    _set_omp_num_threads("1")
     yield
     torch.set_num_threads(previous)
+    _set_omp_num_threads(previous_env)
 
 
 # ---------------------------------------------------------------------------------------------- tiny codecs
