@@ -727,16 +727,20 @@ def run_continue(args: argparse.Namespace) -> int:
     targets = [Path(output)] if len(inputs) == 1 else [Path(output) / (Path(p).stem + ".wav") for p in inputs]
     codec_rate = engine.tokenizer.sampling_rate  # the rate of the audio (16 kHz)
     for row, target in enumerate(targets):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if result["streamed"]:  # long-form: decoded and written piece by piece, never held whole
-            pieces = progress_bar(engine.audio_pieces(result, row), desc=f"decode {target.name}", unit="piece",
-                                  quiet=args.quiet)
-            written = _write_pieces(target, pieces, codec_rate)
-            print(f"{target}: {written / codec_rate:.2f} s ({result['slides']} slides, streamed)")
-            continue
-        samples = audio[row].numpy()
-        # atomic (a reader never sees half a file) and with the usual file mode, as the codec commands write
-        atomic_write(target, lambda temporary: sf.write(str(temporary), samples, codec_rate, subtype="PCM_16"))
+        try:  # a full disk or an unwritable folder is the user's to fix: one line, exit 2 (no partial file)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if result["streamed"]:  # long-form: decoded and written piece by piece, never held whole
+                pieces = progress_bar(engine.audio_pieces(result, row), desc=f"decode {target.name}", unit="piece",
+                                      quiet=args.quiet)
+                written = _write_pieces(target, pieces, codec_rate)
+                print(f"{target}: {written / codec_rate:.2f} s ({result['slides']} slides, streamed)")
+                continue
+            samples = audio[row].numpy()
+            # atomic (a reader never sees half a file) and with the usual file mode, as the codec commands write
+            atomic_write(target, lambda temporary: sf.write(str(temporary), samples, codec_rate, subtype="PCM_16"))
+        except OSError as error:
+            print(f"continue: error: cannot write {target}: {error}", file=sys.stderr)
+            return 2
         print(f"{target}: {samples.shape[-1] / codec_rate:.2f} s")
     return 0
 

@@ -429,3 +429,18 @@ def test_a_semantic_only_lm_continues_through_the_acoustic_stage(tmp_path, tiny_
     assert "--acoustic-lm" in capsys.readouterr().err and not (tmp_path / "out.wav").exists()
     assert cli_main(common + ["--acoustic-lm", str(stage_dir)]) == 0
     assert sf.read(str(tmp_path / "out.wav"))[0].shape == (24000,)
+
+
+def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, tiny_tokenizer, capsys):
+    from semanticodec_hf.cli import main as cli_main
+
+    lm_dir = _save_lm(_random_lm(tiny_tokenizer.layout), tiny_tokenizer.layout, tmp_path / "lm")
+    prompts = [str(_prompt_file(tmp_path / name, 1.0)) for name in ("a.wav", "b.wav")]
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should go")
+    capsys.readouterr()
+    assert cli_main(["continue", *prompts, str(blocker), "--lm", str(lm_dir), "--tiny", "--seconds", "1.5",
+                     "--steps", "5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"continue: error: cannot write {blocker / 'a.wav'}" in err and "Traceback" not in err
+    assert blocker.read_text() == "a file where the output folder should go"
