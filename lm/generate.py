@@ -431,14 +431,13 @@ class AudioContinuation:
         result, each row's `audio_pieces` joined (the decoder's memory stays bounded; only the waveform itself is
         held)."""
         config = self.tokenizer.model.config
+        prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
         if result["streamed"]:
-            prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
             audio = [torch.cat(list(self.audio_pieces(result, i, prompt_recon[i])))
                      for i in range(len(result["codes"]))]
         else:
             tok = self.tokenizer  # from the codes: a semantic_only LM's ids alone hold no acoustic ids
             full = tok.processor.decode_codes(tok.model, result["codes"], progress=progress, **result["decode"])
-            prompt_recon = self.reconstruct(result["prompt_codes"], result["prompt_samples"], **result["decode"])
             audio = []
             for i, wave in enumerate(full):
                 samples = min(result["target_samples"], config.output_num_samples(result["codes"][i].shape[1]))

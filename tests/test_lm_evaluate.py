@@ -38,6 +38,7 @@ from semanticodec_hf.lm.evaluate import (
 )
 from semanticodec_hf.lm.train import main as train_main
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from fixed_score_lms import fixed_score_lm
 from recipe_modules import import_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,23 +91,6 @@ def test_continuation_statistics_and_semantic_ids():
 
 
 # ---------------------------------------------------------------------------------------------- probes
-def _fixed_preference_lm(layout, preference, positions=64):
-    """A GPT-2 whose next-id distribution is softmax(`preference`) at every position, whatever the context:
-    its final layer norm outputs a constant unit vector and only one column of the (untied) head is non-zero.
-    Every log-likelihood is then known by hand."""
-    config = GPT2Config(vocab_size=layout.vocab_size, n_embd=8, n_layer=1, n_head=2, n_positions=positions,
-                        tie_word_embeddings=False, bos_token_id=layout.bos_token_id,
-                        eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id)
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        model.transformer.ln_f.weight.zero_()
-        model.transformer.ln_f.bias.zero_()
-        model.transformer.ln_f.bias[0] = 1.0
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[:, 0] = torch.as_tensor(preference, dtype=torch.float32)
-    return model
-
-
 def _preference(layout, favoured=FAVOURED, weight=4.0, eos=0.0):
     preference = torch.zeros(layout.vocab_size)
     preference[favoured] = weight
@@ -123,7 +107,7 @@ def _known_pairs(rng, count):
 
 def test_log_likelihoods_are_exact_and_do_not_depend_on_batching():
     preference = _preference(LAYOUT)
-    model = _fixed_preference_lm(LAYOUT, preference)
+    model = fixed_score_lm(LAYOUT, preference, positions=64)
     log_p = torch.log_softmax(preference.double(), dim=0)
     good, bad = _known_pairs(np.random.default_rng(0), 5)
     sequences = good + bad
@@ -139,7 +123,7 @@ def test_log_likelihoods_are_exact_and_do_not_depend_on_batching():
 
 
 def test_probe_accuracy_is_one_on_known_pairs_zero_swapped_and_chance_on_identical():
-    model = _fixed_preference_lm(LAYOUT, _preference(LAYOUT))
+    model = fixed_score_lm(LAYOUT, _preference(LAYOUT), positions=64)
     good, bad = _known_pairs(np.random.default_rng(1), 12)
     # the same length for both members, so the summed score decides as the per-id one does
     bad = [b[:len(g)] + [8] * (len(g) - len(b)) for g, b in zip(good, bad)]
@@ -157,7 +141,7 @@ def test_probe_accuracy_is_one_on_known_pairs_zero_swapped_and_chance_on_identic
 
 def test_length_normalised_accuracy_differs_from_the_summed_one():
     """A long likely clip has the lower sum but the higher per-id score than a short unlikely one."""
-    model = _fixed_preference_lm(LAYOUT, _preference(LAYOUT))
+    model = fixed_score_lm(LAYOUT, _preference(LAYOUT), positions=64)
     bos = LAYOUT.bos_token_id
     result = likelihood_probe_ids(model, [[bos] + [1] * 12], [[bos, 12]], LAYOUT.pad_token_id, names=["long"])
     assert result["accuracy"] == 0.0 and result["normalized_accuracy"] == 1.0
@@ -287,12 +271,12 @@ def test_eos_fraction_and_length_follow_the_lm(pattern):
     clips = _clips(np.random.default_rng(0), 5, 12)
     if pattern == "semantic_only":
         clips = [[i for i in clip if i < 16 or i >= 32] for clip in clips]
-    stopper = _fixed_preference_lm(LAYOUT, _preference(LAYOUT, eos=30.0))
+    stopper = fixed_score_lm(LAYOUT, _preference(LAYOUT, eos=30.0), positions=64)
     stopped = generate_continuations(stopper, tokenizer, clips, num_prompts=3, prompt_frames=4, batch_size=2)
     assert stopped["prompts_used"] == 3
     assert stopped["model"]["eos_fraction"] == 1.0 and stopped["model"]["mean_length"] == 0.0
     assert stopped["model"]["entropy_bits"] is None
-    runner = _fixed_preference_lm(LAYOUT, _preference(LAYOUT, eos=-30.0))
+    runner = fixed_score_lm(LAYOUT, _preference(LAYOUT, eos=-30.0), positions=64)
     ran = generate_continuations(runner, tokenizer, clips, num_prompts=3, prompt_frames=4, batch_size=2)
     assert ran["model"]["eos_fraction"] == 0.0 and ran["model"]["mean_length"] == 8.0
     assert ran["reference"]["mean_length"] == 8.0 and ran["reference"]["eos_fraction"] == 1.0

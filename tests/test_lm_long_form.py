@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from semanticodec_hf.lm.generate import (
     AudioContinuation,
@@ -16,6 +15,7 @@ from semanticodec_hf.lm.generate import (
     stride_frames_for,
 )
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from fixed_score_lms import fixed_score_lm
 from test_lm_generate import _random_lm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,23 +39,6 @@ def _record_generate(monkeypatch, lm):
     return calls
 
 
-def _constant_lm(layout, preferences, positions):
-    """A GPT-2 whose next-id scores are the same everywhere (`preferences` {id: score}, 0 elsewhere): the final
-    norm emits its bias, a fixed unit vector, which the untied head turns into fixed scores."""
-    config = GPT2Config(vocab_size=layout.vocab_size, n_embd=8, n_layer=1, n_head=2, n_positions=positions,
-                        tie_word_embeddings=False)
-    torch.manual_seed(0)
-    lm = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        lm.transformer.ln_f.weight.zero_()
-        lm.transformer.ln_f.bias.zero_()
-        lm.transformer.ln_f.bias[0] = 1.0
-        lm.lm_head.weight.zero_()
-        for token, score in preferences.items():
-            lm.lm_head.weight[token, 0] = score
-    return lm
-
-
 def _body(ids, layout):
     """Audio ids of one row: after `<bos>`, before `<eos>`, no `<pad>`."""
     ids = [int(i) for i in ids if int(i) != layout.pad_token_id]
@@ -65,7 +48,7 @@ def _body(ids, layout):
 
 # ---------------------------------------------------------------------------------------------- the ids
 def test_three_contexts_of_ids_obey_the_pattern_and_a_slide_rewrites_nothing(tiny_tokenizer, monkeypatch):
-    layout, config = tiny_tokenizer.layout, tiny_tokenizer.model.config
+    layout = tiny_tokenizer.layout
     limit = 96  # 48 frames: 0.96 s of context
     engine = AudioContinuation(_random_lm(layout, seed=3, positions=limit), tiny_tokenizer)
     calls = _record_generate(monkeypatch, engine.lm)
@@ -178,7 +161,7 @@ def test_rows_stop_at_their_min_seconds_across_slides(tiny_tokenizer):
     lengths, so they slide with different frame counts) stops exactly at the minimum, counted over the whole
     clip, not over its window."""
     layout, config = tiny_tokenizer.layout, tiny_tokenizer.model.config
-    eager = _constant_lm(layout, {layout.eos_token_id: 5.0, 3: 1.0, 70: 1.0}, positions=64)
+    eager = fixed_score_lm(layout, {layout.eos_token_id: 5.0, 3: 1.0, 70: 1.0}, positions=64)
     engine = AudioContinuation(eager, tiny_tokenizer)
     out = engine.generate_continuation([_prompt(0.3, 1), _prompt(0.5, 2)], 16000, seconds=3.0, min_seconds=1.5,
                                        greedy=True)
@@ -193,7 +176,7 @@ def test_greedy_and_no_repeat_ngram_hold_over_the_whole_clip(tiny_tokenizer):
     """A repeater LM (semantic 3 / acoustic 70 forever), greedy, three contexts long: greedy gives the same ids
     for every seed, and the semantic no-repeat rule sees the ids that slid out of the window too."""
     layout = tiny_tokenizer.layout
-    repeater = _constant_lm(layout, {3: 5.0, 7: 4.0, 70: 5.0, 71: 4.0, layout.eos_token_id: -10.0}, positions=64)
+    repeater = fixed_score_lm(layout, {3: 5.0, 7: 4.0, 70: 5.0, 71: 4.0, layout.eos_token_id: -10.0}, positions=64)
     engine = AudioContinuation(repeater, tiny_tokenizer)
     common = dict(seconds=2.0, greedy=True, no_repeat_ngram_size=2)
     out = engine.generate_continuation([_prompt(0.3)], 16000, seed=0, **common)

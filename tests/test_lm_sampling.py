@@ -4,7 +4,7 @@ rule and a minimum length, each under the pattern constraint that keeps every se
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList, NoRepeatNGramLogitsProcessor
+from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
 from semanticodec_hf.lm.generate import (
     AudioContinuation,
@@ -15,31 +15,10 @@ from semanticodec_hf.lm.generate import (
 )
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from fixed_score_lms import fixed_score_lm
 from test_lm_generate import LAYOUT, _random_lm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _constant_lm(layout, preferences):
-    """A real GPT-2 whose next-id scores are the same at every position: `preferences` {id: score}, 0 elsewhere.
-
-    The final layer norm's scale is zeroed, so its output is its bias, a constant unit vector, whatever the ids;
-    the untied output matrix then turns it into fixed scores. Such a model repeats itself forever (greedily:
-    always the same semantic and acoustic id), which is what the anti-repeat controls must change."""
-    config = GPT2Config(vocab_size=layout.vocab_size, n_embd=8, n_layer=1, n_head=2, n_positions=256,
-                        tie_word_embeddings=False, bos_token_id=layout.bos_token_id,
-                        eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id)
-    torch.manual_seed(0)
-    lm = GPT2LMHeadModel(config).eval()
-    assert lm.lm_head.weight.data_ptr() != lm.transformer.wte.weight.data_ptr()
-    with torch.no_grad():
-        lm.transformer.ln_f.weight.zero_()
-        lm.transformer.ln_f.bias.zero_()
-        lm.transformer.ln_f.bias[0] = 1.0
-        lm.lm_head.weight.zero_()
-        for token, score in preferences.items():
-            lm.lm_head.weight[token, 0] = score
-    return lm
 
 
 def _generate(lm, rows, processors, max_new_tokens, **decoding):
@@ -176,7 +155,7 @@ def test_beam_search_continuation_keeps_each_prompt(tiny_tokenizer):
 # ---------------------------------------------------------------------------------------------- anti-repeat
 def _repeater():
     """Greedily writes semantic 3 / acoustic 20 forever; 7 / 21 are the runners-up."""
-    return _constant_lm(LAYOUT, {3: 5.0, 7: 4.0, 20: 5.0, 21: 4.0, LAYOUT.eos_token_id: -10.0})
+    return fixed_score_lm(LAYOUT, {3: 5.0, 7: 4.0, 20: 5.0, 21: 4.0, LAYOUT.eos_token_id: -10.0})
 
 
 def _open_rows(rows=1):
@@ -244,7 +223,7 @@ def test_no_repeat_rule_reads_only_semantic_ids_and_gives_way_when_nothing_is_le
 
 # ---------------------------------------------------------------------------------------------- minimum length
 def test_min_frames_forbid_early_eos():
-    eager = _constant_lm(LAYOUT, {LAYOUT.eos_token_id: 5.0, 3: 1.0, 20: 1.0})  # wants to stop at once
+    eager = fixed_score_lm(LAYOUT, {LAYOUT.eos_token_id: 5.0, 3: 1.0, 20: 1.0})  # wants to stop at once
     target, minimum = 12, 7
     for allow in (True, False):  # min_frames forbids <eos> whether or not early <eos> is otherwise allowed
         processor = PatternLogitsProcessor(LAYOUT, "interleaved", target_frames=[target, target],
@@ -257,7 +236,7 @@ def test_min_frames_forbid_early_eos():
 
 def test_min_seconds_continuation_stops_no_earlier(tiny_tokenizer):
     layout = tiny_tokenizer.layout
-    engine = AudioContinuation(_constant_lm(layout, {layout.eos_token_id: 5.0, 3: 1.0, 70: 1.0}), tiny_tokenizer)
+    engine = AudioContinuation(fixed_score_lm(layout, {layout.eos_token_id: 5.0, 3: 1.0, 70: 1.0}), tiny_tokenizer)
     prompt = 0.1 * np.random.default_rng(5).standard_normal(4000).astype(np.float32)
     out = engine.continue_audio([prompt], 16000, seconds=1.0, min_seconds=0.6, num_inference_steps=5)
     config = tiny_tokenizer.model.config
