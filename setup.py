@@ -61,6 +61,7 @@ setup(
         "soundfile>=0.12",
         "soxr>=0.3",
         "tqdm>=4.60",
+        "tokenizers>=0.20,<1",  # joint_vocabulary (WordLevel, Split(Regex), Fuse); transformers pins it tighter
         "pyyaml>=6",  # LM recipes
     ],
     extras_require={
