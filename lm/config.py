@@ -24,6 +24,7 @@ from semanticodec_hf.recipe_loading import (  # noqa: F401 (apply_overrides, bui
 ARCHITECTURES = ("gpt2", "llama")
 # How a synthetic corpus derives each frame's acoustic id (`semanticodec_hf.lm.data.synthetic_corpus`).
 ACOUSTIC_RULES = ("frame_index", "previous_semantic")
+TEXT_POSITIONS = ("before", "after")  # where data.text_column goes relative to a clip's audio
 
 
 @dataclass
@@ -34,8 +35,9 @@ class ModelRecipe:
     and its vocabulary is replaced by the audio one (`semanticodec_hf.lm.modeling.warm_start_model`). The
     architecture then comes from that model: the fields below left at their defaults are ignored, and any set to
     another value must equal the loaded model's (checked when it is loaded). `extra` overrides the loaded
-    config (e.g. `{resid_pdrop: 0.0}`). `keep_text_vocab` (keep the text rows and append the audio ones) is not
-    implemented yet and is refused.
+    config (e.g. `{resid_pdrop: 0.0}`). With `keep_text_vocab` the text vocabulary stays: the text LM's tokenizer
+    (from `init_from`, or `text_tokenizer`) is extended with the audio tokens, the audio rows are appended after
+    the text rows, and the corpus is trained on as joint text+audio sequences (`semanticodec_hf.lm.joint_corpus`).
     """
 
     architecture: str = "gpt2"
@@ -47,12 +49,14 @@ class ModelRecipe:
     dropout: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)  # passed to the transformers config as is
     init_from: Optional[str] = None  # a pretrained causal LM (folder or Hub id) to warm-start from
-    keep_text_vocab: bool = False  # with init_from: keep the text rows too (not implemented: refused)
+    keep_text_vocab: bool = False  # with init_from: keep the text rows and append the audio ones
+    text_tokenizer: Optional[str] = None  # with keep_text_vocab: the text tokenizer, if not in init_from
 
 
 # Model keys stored in a recipe's dict only when set: checkpoints written before they existed do not record them,
 # and a resume compares the stored recipe key by key.
-OPTIONAL_MODEL_KEYS = {"init_from": None, "keep_text_vocab": False}
+OPTIONAL_MODEL_KEYS = {"init_from": None, "keep_text_vocab": False, "text_tokenizer": None}
+OPTIONAL_DATA_KEYS = {"text_column": None, "text_position": "before"}
 # The same for `data.synthetic`: a recipe that keeps today's corpus stores the dict it always stored.
 OPTIONAL_SYNTHETIC_KEYS = {"acoustic_rule": "frame_index", "noise": 0.0}
 
@@ -85,7 +89,9 @@ class DataRecipe:
     `synthetic`: a generated corpus (no codec needed). `packing`: concatenate clips and cut into full blocks
     (best use of compute) or pad each clip to `block_size` (clips longer than a block are split).
     `acoustic_bpe`: train on sentencepiece pieces of the semantic stream instead of raw ids (semantic_only
-    corpora; see `semanticodec_hf.acoustic_bpe`), for shorter sequences.
+    corpora; see `semanticodec_hf.acoustic_bpe`), for shorter sequences. With `model.keep_text_vocab`,
+    `text_column` (a column of the tokenized dataset, e.g. transcripts) is written `before` or `after` each clip's
+    audio (`text_position`).
     """
 
     tokenized_dir: Optional[str] = None
@@ -95,6 +101,8 @@ class DataRecipe:
     packing: bool = True
     eval_fraction: float = 0.05
     max_eval_blocks: int = 256
+    text_column: Optional[str] = None  # with model.keep_text_vocab: text placed beside each clip's audio
+    text_position: str = "before"  # before | after the audio
 
 
 @dataclass
@@ -138,13 +146,24 @@ class LMRecipe:
             raise ValueError(f"model.init_from must be a folder or Hub id of a causal LM, got {model.init_from!r}.")
         if not isinstance(model.keep_text_vocab, bool):
             raise ValueError(f"model.keep_text_vocab must be true or false, got {model.keep_text_vocab!r}.")
-        if model.keep_text_vocab:
-            if model.init_from is None:
-                raise ValueError("model.keep_text_vocab only applies with model.init_from (a text LM to start from).")
-            raise NotImplementedError(
-                "model.keep_text_vocab: true (text rows kept, audio ids offset after them) is not implemented; "
-                "leave it false: the text vocabulary is then replaced by the audio one, all other weights kept."
-            )
+        if model.keep_text_vocab and model.init_from is None:
+            raise ValueError("model.keep_text_vocab only applies with model.init_from (a text LM to start from).")
+        if model.text_tokenizer is not None and not model.keep_text_vocab:
+            raise ValueError("model.text_tokenizer only applies with model.keep_text_vocab: true (the replaced "
+                             "vocabulary needs no text tokenizer).")
+        data = self.data
+        if data.text_column is not None:
+            if not model.keep_text_vocab:
+                raise ValueError(f"data.text_column ({data.text_column!r}) needs model.keep_text_vocab: true: text "
+                                 "can only be trained on with the text LM's vocabulary kept.")
+            if data.tokenized_dir is None:
+                raise ValueError("data.text_column names a column of a tokenized dataset (data.tokenized_dir); a "
+                                 "synthetic corpus has no text.")
+        if data.text_position not in TEXT_POSITIONS:
+            raise ValueError(f"data.text_position must be one of {list(TEXT_POSITIONS)}, got {data.text_position!r}.")
+        if model.keep_text_vocab and data.acoustic_bpe is not None:
+            raise ValueError("model.keep_text_vocab with data.acoustic_bpe is not supported: BPE pieces have no "
+                             "token strings in the text vocabulary. Train on raw ids (drop data.acoustic_bpe).")
         if self.model.architecture not in ARCHITECTURES:
             raise ValueError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.model.architecture!r}.")
         if self.model.hidden_size % self.model.num_heads:
@@ -189,9 +208,10 @@ class LMRecipe:
         """The recipe as nested dicts; the optional model and synthetic-corpus keys only when set, so that the recipe of a run that
         does not use them equals the one stored by checkpoints older than those keys (a resume compares them)."""
         data = dataclasses.asdict(self)
-        for key, default in OPTIONAL_MODEL_KEYS.items():
-            if data["model"][key] == default:
-                del data["model"][key]
+        for section, optional in (("model", OPTIONAL_MODEL_KEYS), ("data", OPTIONAL_DATA_KEYS)):
+            for key, default in optional.items():
+                if data[section][key] == default:
+                    del data[section][key]
         if data["data"]["synthetic"] is not None:
             for key, default in OPTIONAL_SYNTHETIC_KEYS.items():
                 if data["data"]["synthetic"][key] == default:

@@ -40,6 +40,7 @@ from semanticodec_hf.datasets_utils import load_audio
 from semanticodec_hf.lm.config import LMRecipe, recipe_from_dict
 from semanticodec_hf.lm.data import AudioLMDataCollator
 from semanticodec_hf.lm.generate import new_tokens_needed, prompt_ids
+from semanticodec_hf.lm.joint_corpus import is_joint_folder
 from semanticodec_hf.lm.modeling import build_model, context_length
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
 from semanticodec_hf.lm.train import Blocks, EvalBatches, evaluate, load_corpus
@@ -106,11 +107,18 @@ def load_lm(path: Union[str, Path], device: str = "cpu") -> LoadedLM:
     tokenizer's `audio_tokenizer_config.json`) or one of its checkpoints (OUTPUT/checkpoints/step_N: the model
     is rebuilt from the recipe stored in its trainer state)."""
     path = Path(path)
+    joint = ("an LM trained with model.keep_text_vocab: true (text + audio vocabulary); the evaluation suite scores "
+             "audio-only LMs. lm/train.py logs its held-out loss per stream (text apart); generate with "
+             "semanticodec_hf.lm.joint_generation.")
+    if is_joint_folder(path):
+        raise ValueError(f"{path} is {joint}")
     if (path / TRAINER_STATE).is_file():
         state = json.loads((path / TRAINER_STATE).read_text())
         if "recipe" not in state:
             raise ValueError(f"{path / TRAINER_STATE} holds no recipe; it is not a checkpoint of lm/train.py.")
         recipe = recipe_from_dict(state["recipe"])
+        if recipe.model.keep_text_vocab:
+            raise ValueError(f"{path} is a checkpoint of {joint}")
         final = path.parent.parent / "final"
         if (final / "audio_tokenizer_config.json").is_file():  # the run's own record of its vocabulary
             tokenizer = SemantiCodecAudioTokenizer.from_pretrained(final, load_codec=False)

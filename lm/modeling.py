@@ -12,7 +12,7 @@ from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
 from .config import ModelRecipe
 from .data import IGNORE_INDEX
 
-STREAMS = ("semantic", "acoustic", "special")
+STREAMS = ("semantic", "acoustic", "special", "text")  # text: only with a kept text vocabulary (JointLayout)
 
 
 def build_config(recipe: ModelRecipe, layout: SemantiCodecVocabularyLayout):
@@ -111,26 +111,59 @@ def replace_vocabulary(model: Any, layout: SemantiCodecVocabularyLayout) -> Any:
     return model
 
 
-def warm_start_model(recipe: ModelRecipe, layout: SemantiCodecVocabularyLayout):
+def append_audio_vocabulary(model: Any, layout: Any) -> Any:
+    """Keep a pretrained causal LM's text vocabulary and give it rows for the audio ids of `layout` (a
+    `JointLayout`: text ids below `layout.semantic_offset`, the audio ids and markers after them). Text rows stay
+    bit for bit; the audio rows (input, and output when untied) are drawn from N(0, initializer_range) with the
+    current torch seed, their output bias zeroed. A model with more rows than its tokenizer (padded vocabularies,
+    e.g. Qwen) keeps its size when the audio ids fit. bos/eos/pad stay the text LM's (pad: the layout's)."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < layout.semantic_offset:
+        raise ValueError(f"The text LM has {rows} embedding rows but its tokenizer {layout.semantic_offset} tokens; "
+                         "they do not belong together (model.text_tokenizer points at another model's tokenizer?).")
+    old_output = model.get_output_embeddings()
+    tied = old_output is not None and old_output.weight is model.get_input_embeddings().weight
+    if rows < layout.vocab_size:
+        model.resize_token_embeddings(layout.vocab_size, mean_resizing=False)
+    audio = slice(layout.semantic_offset, layout.vocab_size)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[audio].normal_(0.0, std)
+        output = model.get_output_embeddings()
+        if output is not None and not tied:
+            output.weight[audio].normal_(0.0, std)
+        if output is not None and getattr(output, "bias", None) is not None:
+            output.bias[audio].zero_()
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = layout.pad_token_id
+    return model
+
+
+def warm_start_model(recipe: ModelRecipe, layout: Any):
     """`recipe.init_from` (a pretrained causal LM, float32, `recipe.extra` overriding its config) with the audio
-    vocabulary (`replace_vocabulary`); the recipe's architecture fields are checked against it."""
+    vocabulary in place of its own (`replace_vocabulary`) or, with `keep_text_vocab` (`layout` is then a
+    `JointLayout`), appended to it (`append_audio_vocabulary`); the recipe's architecture fields are checked."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if recipe.keep_text_vocab:
-        raise NotImplementedError("model.keep_text_vocab is not implemented; leave it false (the text vocabulary "
-                                  "is replaced by the audio one).")
     config = AutoConfig.from_pretrained(recipe.init_from, **recipe.extra)
     check_recipe_against(recipe, config)  # before the weights are read: a conflict costs no loading time
     model = AutoModelForCausalLM.from_pretrained(recipe.init_from, config=config, dtype=torch.float32)
+    if recipe.keep_text_vocab:
+        return append_audio_vocabulary(model, layout)
     return replace_vocabulary(model, layout)
 
 
-def stream_of_ids(ids: torch.Tensor, layout: SemantiCodecVocabularyLayout) -> torch.Tensor:
-    """0 for semantic, 1 for acoustic, 2 for special ids (same shape as `ids`)."""
-    return (ids >= layout.acoustic_offset).long() + (ids >= layout.special_offset).long()
+def stream_of_ids(ids: torch.Tensor, layout: Any) -> torch.Tensor:
+    """0 for semantic, 1 for acoustic, 2 for special ids, 3 for text ids (same shape as `ids`). `layout` is a
+    `SemantiCodecVocabularyLayout` (no text) or a `JointLayout` (text ids below `semantic_offset`)."""
+    streams = (ids >= layout.acoustic_offset).long() + (ids >= layout.special_offset).long()
+    if layout.semantic_offset:
+        streams = streams.masked_fill(ids < layout.semantic_offset, STREAMS.index("text"))
+    return streams
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor, layout: SemantiCodecVocabularyLayout) -> Dict[str, torch.Tensor]:
+def token_losses(logits: torch.Tensor, labels: torch.Tensor, layout: Any) -> Dict[str, torch.Tensor]:
     """Summed next-token cross-entropy and token counts, overall and per target stream.
 
     Sums (not means) so that callers can divide by a token count taken over a whole global batch: then the

@@ -55,6 +55,7 @@ from semanticodec_hf.lm.data import (
     split_sequences,
     synthetic_corpus_from_spec,
 )
+from semanticodec_hf.lm.joint_corpus import JointAudioTextTokenizer
 from semanticodec_hf.lm.modeling import STREAMS, build_model, context_length, count_targets, token_losses
 from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
@@ -99,8 +100,15 @@ def _with_bpe(recipe: LMRecipe, clips: List[List[int]], tokenizer):
                                               codec_name_or_path=tokenizer.codec_name_or_path)
 
 
+def _joint_tokenizer(recipe: LMRecipe, tokenizer: SemantiCodecAudioTokenizer) -> JointAudioTextTokenizer:
+    """With `model.keep_text_vocab`: the text LM's tokenizer extended with this corpus's audio vocabulary."""
+    return JointAudioTextTokenizer.extend(recipe.model.text_tokenizer or recipe.model.init_from, tokenizer)
+
+
 def load_corpus(recipe: LMRecipe):
-    """(train blocks, eval blocks, ids-only tokenizer) from the recipe's data section."""
+    """(train blocks, eval blocks, ids-only tokenizer) from the recipe's data section. With
+    `model.keep_text_vocab` the clips become joint text+audio sequences and the tokenizer is a
+    `JointAudioTextTokenizer` (its `layout` a `JointLayout`)."""
     data = recipe.data
     if data.synthetic is not None:
         spec = data.synthetic
@@ -108,6 +116,9 @@ def load_corpus(recipe: LMRecipe):
         tokenizer = SemantiCodecAudioTokenizer(layout=layout, pattern=spec.pattern)
         clips = synthetic_corpus_from_spec(spec, seed=recipe.train.seed)  # every field of the section applied
         clips, tokenizer = _with_bpe(recipe, clips, tokenizer)
+        if recipe.model.keep_text_vocab:
+            tokenizer = _joint_tokenizer(recipe, tokenizer)
+            clips = [tokenizer.clip_to_joint(clip) for clip in clips]
         layout = tokenizer.layout
         train_clips, eval_clips = _split_clips(clips, data.eval_fraction, recipe.train.seed)
         build = pack_sequences if data.packing else split_sequences
@@ -121,10 +132,18 @@ def load_corpus(recipe: LMRecipe):
             "or resume the tokenization first."
         )
     tokenizer = SemantiCodecAudioTokenizer.from_pretrained(root / "tokenizer", load_codec=False)
-    clips = datasets.load_from_disk(str(root / "dataset")).select_columns(["input_ids"])
+    dataset = datasets.load_from_disk(str(root / "dataset"))
+    if data.text_column is not None and data.text_column not in dataset.column_names:
+        raise ValueError(f"data.text_column {data.text_column!r} is not a column of {root / 'dataset'} (it has "
+                         f"{dataset.column_names}); tokenize_dataset.py keeps the source's other columns.")
+    clips = dataset.select_columns(["input_ids"] + ([data.text_column] if data.text_column else []))
     if data.acoustic_bpe is not None:  # pieces are computed once, in memory (BPE corpora are the short ones)
         pieces, tokenizer = _with_bpe(recipe, [list(c) for c in clips["input_ids"]], tokenizer)
         clips = datasets.Dataset.from_dict({"input_ids": pieces})
+    if recipe.model.keep_text_vocab:
+        tokenizer = _joint_tokenizer(recipe, tokenizer)
+        clips = clips.map(tokenizer, batched=True, remove_columns=clips.column_names, desc="joint ids",
+                          fn_kwargs={"text_column": data.text_column, "text_position": data.text_position})
     if data.eval_fraction > 0 and len(clips) > 1:
         parts = clips.train_test_split(test_size=max(1, round(data.eval_fraction * len(clips))),
                                        seed=recipe.train.seed)
@@ -213,7 +232,7 @@ def evaluate(accelerator, model, batches: EvalBatches, layout, num_workers: int 
     totals = {key: accelerator.reduce(value, reduction="sum") for key, value in totals.items()}
     model.train(was_training)
     results = {"eval/loss": float(totals["loss_sum"] / totals["tokens"].clamp(min=1))}
-    for stream in ("semantic", "acoustic"):
+    for stream in ("semantic", "acoustic", "text"):
         tokens = float(totals[f"{stream}_tokens"])
         if tokens:
             mean = float(totals[f"{stream}_loss_sum"]) / tokens
@@ -277,8 +296,11 @@ def train(recipe: LMRecipe, resume: str = "auto", callbacks: Sequence[Callable[[
         if positions is not None and recipe.data.block_size > positions:
             raise ValueError(f"data.block_size ({recipe.data.block_size}) exceeds the {positions} positions of "
                              f"model.init_from {recipe.model.init_from}; use a smaller block size.")
+        vocabulary = (f"its {layout.semantic_offset} text ids kept and {layout.vocab_size - layout.semantic_offset} "
+                      "audio ids added" if recipe.model.keep_text_vocab else
+                      f"a new {layout.vocab_size}-id audio vocabulary")
         accelerator.print(f"warm start from {recipe.model.init_from} ({model.config.model_type}): its weights, with "
-                          f"a new {layout.vocab_size}-id audio vocabulary")
+                          f"{vocabulary}")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(

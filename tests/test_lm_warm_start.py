@@ -71,10 +71,9 @@ def test_warm_start_recipe_checks(tmp_path):
         build_model(ModelRecipe(init_from=source_dir, hidden_size=64, num_heads=8), LAYOUT)
     with pytest.raises(ValueError, match=r"model\.architecture='llama' but .* has 'gpt2'"):
         build_model(ModelRecipe(init_from=source_dir, architecture="llama"), LAYOUT)
-    data = {"model": {"init_from": source_dir, "keep_text_vocab": True},
-            "data": {"synthetic": {"num_clips": 4}}}
-    with pytest.raises(NotImplementedError, match="keep_text_vocab: true .* is not implemented; leave it false"):
-        recipe_from_dict(data)
+    # keep_text_vocab (tests/test_joint_training.py) is accepted with a source to keep the vocabulary of
+    recipe_from_dict({"model": {"init_from": source_dir, "keep_text_vocab": True},
+                      "data": {"synthetic": {"num_clips": 4}}})
     with pytest.raises(ValueError, match="keep_text_vocab only applies with model.init_from"):
         recipe_from_dict({"model": {"keep_text_vocab": True}, "data": {"synthetic": {"num_clips": 4}}})
     with pytest.raises(ValueError, match="model.init_from must be a folder or Hub id"):
