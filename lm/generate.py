@@ -22,6 +22,11 @@ Decoding: sampling by default (`--temperature`, `--top-k`, `--top-p`), or `--gre
 to all of them. Across slides (long-form): sampling, greedy, `--min-seconds`, `--allow-early-eos` and
 `--no-repeat-ngram-size` (over the whole clip's semantic ids) hold as for a short clip; `--repetition-penalty`
 sees the LM's window; beam search is refused (its beams cannot be carried across a slide).
+
+An LM on `semantic_only` ids needs `--acoustic-lm` (the semantic -> acoustic stage, lm/acoustic_stage.py). So does an
+LM trained on acoustic-BPE pieces (`data.acoustic_bpe`; its folder holds `acoustic_bpe/`): the prompt's semantic
+ids become pieces, the LM writes pieces until they cover `--seconds` of frames (the last piece is cut to the exact
+length), and the pieces are decoded back to semantic ids before the stage adds the acoustic ids.
 """
 
 from __future__ import annotations
@@ -42,11 +47,14 @@ import torch
 from transformers import AutoModelForCausalLM, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
+from semanticodec_hf.acoustic_bpe import AcousticBPE
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.acoustic_stage import AcousticStage
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
+from semanticodec_hf.lm.data import bpe_layout
+from semanticodec_hf.lm.joint_corpus import is_joint_folder
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.progress import progress_bar
@@ -210,7 +218,8 @@ def stride_frames_for(extend_stride: Optional[float], limit: int, config: Any) -
     return frames
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Tensor]:
+    """Id rows -> `input_ids` / `attention_mask` padded on the left with `pad_id` (what `generate` continues)."""
     longest = max(len(row) for row in rows)
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -219,6 +228,14 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Ten
             ids[i, longest - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
             mask[i, longest - len(row):] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    longest = max(len(row) for row in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+    return ids
 
 
 class GenerationProgress(BaseStreamer):
@@ -286,7 +303,7 @@ def generate_sliding(
             dropped = [(len(bodies[i]) - len(w)) // 2 for i, w in zip(active, windows)]
             slides += 1
         first = False
-        batch = _left_pad(windows, pad)
+        batch = left_pad(windows, pad)
         width = batch["input_ids"].shape[1]
         room = limit - width
         remaining = max(2 * (target_frames - len(bodies[i]) // 2) + 1 for i in active)
@@ -337,17 +354,198 @@ def splice_pieces(prompt_audio: torch.Tensor, pieces: Iterable[torch.Tensor], sa
         yield out
 
 
+# ---------------------------------------------------------------------------------------------- acoustic BPE
+def piece_frame_table(bpe: Any, lm_layout: SemantiCodecVocabularyLayout) -> torch.Tensor:
+    """Int64 [lm_layout.vocab_size]: the frames (semantic ids) each LM id stands for: `len(bpe.piece_ids(p))`
+    for a piece p >= 1, 0 for `<unk>` (piece 0) and for every acoustic or special id."""
+    table = torch.zeros(lm_layout.vocab_size, dtype=torch.long)
+    for piece in range(1, bpe.vocab_size):
+        table[piece] = len(bpe.piece_ids(piece))
+    return table
+
+
+class PieceFramesLogitsProcessor:
+    """A `transformers` logits processor for an LM on acoustic-BPE pieces (`semantic_only` + `data.acoustic_bpe`):
+    lengths are counted in frames (the semantic ids the pieces stand for), not in LM positions.
+
+    Per row (the ids after its last `<bos>`, or from its first non-`<pad>` id when a slid window has none): never
+    `<unk>` (piece 0, which decodes to nothing); once the row's pieces cover `target_frames[row]` frames, only
+    `<eos>`; before that, `<eos>` only with `allow_early_eos` and from `min_frames[row]` frames on. A finished row
+    (one that wrote `<eos>`) is left alone. Compose with `PatternLogitsProcessor(layout, "semantic_only")`, which
+    keeps every other id out (acoustic ids, `<bos>`, `<pad>`). Stateless (it rescans the ids at every step), so it
+    holds per beam under beam search. The last piece may pass the target (a piece covers one frame or more); the
+    caller cuts the decoded semantic ids to the target.
+    """
+
+    def __init__(self, layout: SemantiCodecVocabularyLayout, piece_frames: torch.Tensor,
+                 target_frames: Sequence[int], allow_early_eos: bool = False,
+                 min_frames: Optional[Sequence[int]] = None):
+        self.layout, self.allow_early_eos = layout, bool(allow_early_eos)
+        self.piece_frames = torch.as_tensor(piece_frames, dtype=torch.long)
+        self.target_frames = torch.tensor([int(f) for f in target_frames], dtype=torch.long)
+        self.min_frames = torch.tensor([int(f) for f in (min_frames or [0] * len(self.target_frames))],
+                                       dtype=torch.long)
+        if self.min_frames.shape != self.target_frames.shape:
+            raise ValueError(f"min_frames has {len(self.min_frames)} entries but target_frames has "
+                             f"{len(self.target_frames)}; give one of each per row.")
+
+    def frames(self, input_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """([B] frames covered, [B] finished) of each row of `input_ids` [B, L]."""
+        layout, device = self.layout, input_ids.device
+        positions = torch.arange(input_ids.shape[1], device=device)
+        starts = (input_ids == layout.bos_token_id) | (input_ids == layout.sep_token_id)
+        last_start = torch.where(starts, positions, -1).max(dim=1).values
+        first_id = (input_ids != layout.pad_token_id).long().argmax(dim=1)
+        body = positions >= torch.where(last_start >= 0, last_start + 1, first_id)[:, None]
+        table = self.piece_frames.to(device)
+        lookup = input_ids.clamp(0, table.numel() - 1)
+        frames = torch.where(body & (input_ids < table.numel()), table[lookup], 0).sum(dim=1)
+        finished = (body & (input_ids == layout.eos_token_id)).any(dim=1)
+        return frames, finished
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[0] != self.target_frames.numel():
+            raise ValueError(f"target_frames has {self.target_frames.numel()} entries but the batch has "
+                             f"{input_ids.shape[0]} rows; give one per row (beams included).")
+        frames, finished = self.frames(input_ids)
+        target, minimum = self.target_frames.to(scores.device), self.min_frames.to(scores.device)
+        eos = self.layout.eos_token_id
+        blocked = torch.zeros_like(scores, dtype=torch.bool)
+        blocked[:, 0] = True  # <unk>
+        done = frames >= target
+        blocked[done] = True
+        blocked[done, eos] = False
+        no_eos = ~done & ((frames < minimum) | (not self.allow_early_eos))
+        blocked[no_eos, eos] = True
+        blocked[finished] = False
+        return scores.masked_fill(blocked, float("-inf"))
+
+
+def generate_pieces(
+    lm: Any,
+    layout: SemantiCodecVocabularyLayout,
+    piece_frames: torch.Tensor,
+    prompts: Sequence[Sequence[int]],
+    target_frames: int,
+    limit: Optional[int],
+    decoding: Dict[str, Any],
+    stride_frames: Optional[int] = None,
+    allow_early_eos: bool = False,
+    min_frames: Optional[int] = None,
+    device: str = "cpu",
+    streamer: Optional[BaseStreamer] = None,
+) -> Tuple[List[List[int]], int]:
+    """Continue each row of acoustic-BPE pieces (`prompts`: the prompt's pieces, no `<bos>`) until its pieces cover
+    `target_frames` frames (or it writes `<eos>`, with `allow_early_eos`); returns each row's pieces (prompt
+    included, no `<bos>`/`<eos>`) and the number of slides.
+
+    A piece covers one frame or more, so `target - covered + 1` new ids (the last one `<eos>`) always suffice: a
+    continuation whose bound fits in the LM's `limit` positions is one `generate` call on `<bos>` + prompt. Past
+    that, each `generate` call runs until the context is full and the window slides: it drops its oldest pieces,
+    until they cover `stride_frames` frames (`--extend-stride`), or a quarter of the window's pieces by default
+    (`stride_frames` None), and always enough to leave room for a new piece; the kept window has no `<bos>`, as the
+    training blocks after a clip's first have none (blocks are cut between any two pieces). Targets and minimums
+    are shifted by the frames that slid out, so lengths count over the whole clip. Rows slide together; a row that
+    is done leaves the batch. Beam search cannot slide (checked by the caller). Sampling draws from torch's global
+    generator."""
+    bos, eos, pad = layout.bos_token_id, layout.eos_token_id, layout.pad_token_id
+    frames_of = piece_frames.tolist()
+    bodies = [[int(p) for p in row] for row in prompts]
+    covered = [sum(frames_of[p] for p in body) for body in bodies]
+    starts = [0] * len(bodies)  # index of each row's window start in its body
+    finished = [c >= target_frames for c in covered]
+    slides, first = 0, True
+    while not all(finished):
+        active = [i for i, done in enumerate(finished) if not done]
+        if first and (limit is None or 1 + max(len(bodies[i]) for i in active) + 1 <= limit):
+            windows = [[bos, *bodies[i]] for i in active]
+        else:
+            if decoding.get("num_beams", 1) > 1:
+                raise ValueError("beam search cannot be carried across a slide; use sampling or --greedy.")
+            for i in active:
+                starts[i] = _slide_start(bodies[i], starts[i], frames_of, limit, stride_frames)
+            windows = [bodies[i][starts[i]:] for i in active]
+            slides += 1
+        first = False
+        dropped = [sum(frames_of[p] for p in bodies[i][: starts[i]]) for i in active]
+        batch = left_pad(windows, pad)
+        width = batch["input_ids"].shape[1]
+        bound = max(target_frames - covered[i] for i in active) + 1
+        new_tokens = bound if limit is None else min(bound, limit - width)
+        beams = decoding.get("num_beams", 1)
+        processors = [
+            PatternLogitsProcessor(layout, "semantic_only"),
+            PieceFramesLogitsProcessor(
+                layout, piece_frames, [target_frames - d for d in dropped for _ in range(beams)],
+                allow_early_eos=allow_early_eos or min_frames is not None,
+                min_frames=None if min_frames is None else [max(0, min_frames - d) for d in dropped
+                                                            for _ in range(beams)]),
+        ]
+        with torch.no_grad():
+            sequences = lm.generate(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=new_tokens, logits_processor=LogitsProcessorList(processors), bos_token_id=bos,
+                eos_token_id=eos, pad_token_id=pad, streamer=streamer, **decoding,
+            ).cpu()
+        for row, i in enumerate(active):
+            new = sequences[row, width:].tolist()
+            if eos in new:
+                new, finished[i] = new[: new.index(eos)], True
+            new = [p for p in new if p != pad]
+            bodies[i].extend(new)
+            covered[i] += sum(frames_of[p] for p in new)
+            finished[i] = finished[i] or covered[i] >= target_frames
+    return bodies, slides
+
+
+def _slide_start(body: List[int], start: int, frames_of: List[int], limit: int,
+                 stride_frames: Optional[int]) -> int:
+    """Where a row's next window starts, after a `generate` call that filled the context: past the oldest pieces of
+    its last window (or, for a prompt longer than the context, of the full context's worth of its last pieces)
+    covering `stride_frames` frames (default: a quarter of the window's pieces), and far enough that at least one
+    new piece fits; never past its last piece."""
+    last = len(body) - 1
+    start = max(start, len(body) - limit)  # the window the LM last saw
+    if stride_frames is None:
+        start += max(1, (len(body) - start) // 4)
+    else:
+        dropped = 0
+        while dropped < stride_frames and start < last:
+            dropped += frames_of[body[start]]
+            start += 1
+    return min(max(start, len(body) - (limit - 1)), last)
+
+
 class AudioContinuation:
     """An audio LM plus a codec: `continue_audio(prompts, seconds)` -> waveforms that start with the prompts.
 
     An LM on `semantic_only` ids needs `acoustic_stage` (an `AcousticStage`, lm/acoustic_stage.py): it predicts
-    the acoustic ids of the continuation from its semantic ids, after the prompt's own codes (voice, timbre)."""
+    the acoustic ids of the continuation from its semantic ids, after the prompt's own codes (voice, timbre).
 
-    def __init__(self, lm, codec_tokenizer, device: str = "cpu", acoustic_stage: Optional[AcousticStage] = None):
+    An LM trained on acoustic-BPE pieces (`data.acoustic_bpe`: its folder has `acoustic_bpe/`) also takes
+    `acoustic_bpe` (the `AcousticBPE` of its pieces; `codec_tokenizer` keeps the codec's own layout and the
+    `semantic_only` pattern): the prompt's semantic ids become pieces, the LM writes pieces (never `<unk>`) until
+    they cover the requested frames, the pieces are decoded back to semantic ids and cut to the exact length, and
+    the stage adds the acoustic ids."""
+
+    def __init__(self, lm, codec_tokenizer, device: str = "cpu", acoustic_stage: Optional[AcousticStage] = None,
+                 acoustic_bpe: Optional[AcousticBPE] = None):
         self.lm = lm.to(device).eval()
         self.tokenizer = codec_tokenizer
         self.device = device
         self.acoustic_stage = acoustic_stage
+        self.acoustic_bpe = acoustic_bpe
+        self.lm_layout = codec_tokenizer.layout  # the ids the LM reads and writes
+        if acoustic_bpe is not None:
+            if codec_tokenizer.pattern != "semantic_only":
+                raise ValueError(f"Acoustic-BPE pieces stand for semantic_only ids; the codec tokenizer's pattern is "
+                                 f"{codec_tokenizer.pattern!r}.")
+            if acoustic_bpe.num_base_ids != codec_tokenizer.layout.semantic_vocab_size:
+                raise ValueError(f"The LM's BPE model covers {acoustic_bpe.num_base_ids} semantic ids but the codec "
+                                 f"has {codec_tokenizer.layout.semantic_vocab_size}; use the codec variant the LM "
+                                 "was trained with.")
+            self.lm_layout = bpe_layout(acoustic_bpe, codec_tokenizer.layout)
+            self.piece_frames = piece_frame_table(acoustic_bpe, self.lm_layout)
         if acoustic_stage is not None:
             if codec_tokenizer.pattern != "semantic_only":
                 raise ValueError(f"An acoustic stage completes the ids of a semantic_only LM; this LM writes "
@@ -356,26 +554,42 @@ class AudioContinuation:
                 raise ValueError(f"The acoustic stage's layout {acoustic_stage.layout.to_dict()} is not the codec's "
                                  f"{codec_tokenizer.layout.to_dict()}; train the stage on this codec's ids.")
         lm_vocab = int(lm.config.vocab_size)
-        if lm_vocab < self.tokenizer.layout.vocab_size:
+        if lm_vocab < self.lm_layout.vocab_size:
+            what = "its acoustic-BPE layout's" if acoustic_bpe is not None else "the codec tokenizer's"
             raise ValueError(
-                f"The LM's vocabulary ({lm_vocab} ids) is smaller than the codec tokenizer's "
-                f"({self.tokenizer.layout.vocab_size}); the LM was trained for another codec variant."
+                f"The LM's vocabulary ({lm_vocab} ids) is smaller than {what} ({self.lm_layout.vocab_size}); the LM "
+                "was trained for another codec variant."
             )
 
     @classmethod
     def from_pretrained(cls, lm_path: str, codec_path: Optional[str] = None, device: str = "cpu",
                         codec_tokenizer=None, acoustic_lm: Optional[str] = None) -> "AudioContinuation":
         """Load the LM folder written by `lm/train.py` and the codec it was trained for (checked by layout); with
-        `acoustic_lm` (a semantic_only LM), also the acoustic stage LM folder that completes its ids."""
+        `acoustic_lm` (a semantic_only LM), also the acoustic stage LM folder that completes its ids. An LM folder
+        with `acoustic_bpe/` (trained with `data.acoustic_bpe`) is an LM on BPE pieces: its BPE model is loaded
+        too, and `acoustic_lm` is required."""
+        if is_joint_folder(lm_path):
+            raise ValueError(f"{lm_path} is a text+audio LM (trained with model.keep_text_vocab: true); continue it "
+                             "from Python with semanticodec_hf.lm.joint_generation.JointAudioContinuation.")
         saved = SemantiCodecAudioTokenizer.from_pretrained(lm_path, load_codec=False)
+        bpe = None
+        if (Path(lm_path) / "acoustic_bpe").is_dir():
+            bpe = AcousticBPE.load(Path(lm_path) / "acoustic_bpe")
+            if acoustic_lm is None:  # before the codec and the LM are loaded
+                raise ValueError(f"{lm_path} is an LM on acoustic-BPE pieces of semantic ids (it has acoustic_bpe/): "
+                                 "it writes no acoustic ids, so give the acoustic stage that adds them: --acoustic-lm "
+                                 "PATH (an LM trained on interleaved ids of the same codec, see lm/acoustic_stage.py).")
         if codec_tokenizer is None:
             source = codec_path or saved.codec_name_or_path
             if source is None:
                 raise ValueError(f"{lm_path} does not record its codec; pass --codec PATH (a converted SemantiCodec).")
             codec_tokenizer = SemantiCodecAudioTokenizer.from_pretrained(source, pattern=saved.pattern, device=device)
-        if codec_tokenizer.layout != saved.layout:
+        expected = codec_tokenizer.layout if bpe is None else bpe_layout(bpe, codec_tokenizer.layout)
+        semantic = codec_tokenizer.layout.semantic_vocab_size
+        if expected != saved.layout or (bpe is not None and bpe.num_base_ids != semantic):
+            pieces = "" if bpe is None else f" (pieces of a BPE model over {bpe.num_base_ids} semantic ids)"
             raise ValueError(
-                f"The LM was trained on ids of layout {saved.layout.to_dict()} but the codec has "
+                f"The LM was trained on ids of layout {saved.layout.to_dict()}{pieces} but the codec has "
                 f"{codec_tokenizer.layout.to_dict()}; use the codec variant the LM was trained with."
             )
         codec_tokenizer.pattern = saved.pattern
@@ -384,7 +598,8 @@ class AudioContinuation:
             stage_tokenizer = SemantiCodecAudioTokenizer(codec_tokenizer.model, codec_tokenizer.feature_extractor,
                                                          pattern="interleaved")
             stage = AcousticStage.from_pretrained(acoustic_lm, codec_tokenizer=stage_tokenizer, device=device)
-        return cls(AutoModelForCausalLM.from_pretrained(lm_path), codec_tokenizer, device, acoustic_stage=stage)
+        return cls(AutoModelForCausalLM.from_pretrained(lm_path), codec_tokenizer, device, acoustic_stage=stage,
+                   acoustic_bpe=bpe)
 
     windows_per_chunk = 4  # decode windows per piece of a streamed decode (bounds the decoder's memory)
 
@@ -473,12 +688,24 @@ class AudioContinuation:
 
         When the continuation does not fit in the LM's positions it is generated long-form (`generate_sliding`):
         interleaved only (semantic_then_acoustic writes every acoustic id after all semantic ids, so no window
-        of it can be continued), and not with beam search (its beams cannot be carried across a slide)."""
+        of it can be continued), and not with beam search (its beams cannot be carried across a slide).
+
+        An acoustic-BPE LM (`acoustic_bpe`) is continued by `generate_pieces`: `ids` are then the LM's pieces
+        (`<bos>` pieces `<eos>` in its layout, `self.lm_layout`), `codes` the decoded semantic ids cut to the target
+        plus the stage's acoustic ids; it slides past the context too (not with beam search), `extend_stride`
+        counting the frames the dropped pieces stand for; `no_repeat_ngram_size` (a rule on semantic ids) is
+        refused."""
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
+        bpe = self.acoustic_bpe
         if pattern == "semantic_only" and self.acoustic_stage is None:
-            raise ValueError("An LM on semantic_only ids cannot make audio by itself: the codec decoder needs acoustic "
+            what = "acoustic-BPE pieces of semantic ids" if bpe is not None else "semantic_only ids"
+            raise ValueError(f"An LM on {what} cannot make audio by itself: the codec decoder needs acoustic "
                              "ids too. Give an acoustic stage (--acoustic-lm PATH, an LM trained on interleaved ids, "
                              "see lm/acoustic_stage.py).")
+        if bpe is not None and no_repeat_ngram_size:
+            raise ValueError("--no-repeat-ngram-size bans repeated n-grams of semantic ids, but this LM writes "
+                             "acoustic-BPE pieces (one or more semantic ids each); drop it (--repetition-penalty "
+                             "works on pieces).")
         if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"--seconds must be a positive number of seconds, got {seconds!r}.")
         decoding = decoding_arguments(greedy, num_beams, temperature, top_k, top_p, repetition_penalty)
@@ -492,7 +719,13 @@ class AudioContinuation:
         min_frames = min_frames_for(min_seconds, seconds, config)
         limit = getattr(self.lm.config, "max_position_embeddings", None) or getattr(self.lm.config, "n_positions", None)
         check_extend_stride(extend_stride)  # before any encoding; against the context too when there is one
-        stride_frames = None if limit is None else stride_frames_for(extend_stride, int(limit), config)
+        if bpe is not None:  # a window of pieces holds a variable number of frames: at least one per position
+            stride_frames = None if extend_stride is None else int(round(extend_stride * config.token_rate / 2))
+            if stride_frames is not None and stride_frames < 1:
+                raise ValueError(f"--extend-stride {extend_stride} is less than one frame "
+                                 f"({2 / config.token_rate:g} s); give at least {2 / config.token_rate:g}.")
+        else:
+            stride_frames = None if limit is None else stride_frames_for(extend_stride, int(limit), config)
         rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
         target_samples = int(round(seconds * rate))
         # The prompt's length at 16 kHz, as the feature extractor resamples it (last axis = time).
@@ -512,6 +745,10 @@ class AudioContinuation:
             prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
         except AudioItemError as error:
             raise PromptError(error.index, error.message) from None
+        if bpe is not None:
+            return self._generate_bpe(prompt_codes, target_frames, target_samples, prompt_samples, decoding,
+                                      limit, stride_frames, allow_early_eos, min_frames, num_inference_steps,
+                                      sampler, seed, progress)
         rows = [prompt_ids(c, layout, pattern) for c in prompt_codes]
         batch = tok.pad(rows, padding_side="left")
         prompt_frames = [int(c.shape[1]) for c in prompt_codes]
@@ -559,6 +796,46 @@ class AudioContinuation:
         streamed = result["slides"] > 0 or any(tok.processor.streams_decode(config, c.shape[1]) for c in codes)
         result.update(ids=sequences, codes=codes, streamed=streamed)
         return result
+
+    def _generate_bpe(self, prompt_codes: Sequence[torch.Tensor], target_frames: int, target_samples: int,
+                      prompt_samples: Sequence[int], decoding: Dict[str, Any], limit: Optional[int],
+                      stride_frames: Optional[int], allow_early_eos: bool, min_frames: Optional[int],
+                      num_inference_steps: Optional[int], sampler: Optional[str], seed: int,
+                      progress: bool) -> Dict[str, Any]:
+        """`generate_continuation` for an acoustic-BPE LM, from the encoded prompts on: prompt semantic ids ->
+        pieces -> `generate_pieces` -> semantic ids (cut to `target_frames`) -> the stage's acoustic ids."""
+        bpe, layout, config = self.acoustic_bpe, self.lm_layout, self.tokenizer.model.config
+        prompt_semantic = [c[0].tolist() for c in prompt_codes]
+        prompt_pieces = [bpe.encode(ids) for ids in prompt_semantic]
+        prompt_frames = [len(ids) for ids in prompt_semantic]
+        bound = target_frames - min(prompt_frames) + 1  # new ids at most: one frame per piece, then <eos>
+        if decoding["num_beams"] > 1 and limit is not None and 1 + max(map(len, prompt_pieces)) + bound > limit:
+            raise ValueError(f"--num-beams needs the whole continuation in one generate call, and these prompts may "
+                             f"need up to {1 + max(map(len, prompt_pieces)) + bound} positions (a piece covers at "
+                             f"least one frame) but the LM has {limit}: beam search cannot carry its beams across a "
+                             "slide of the context; use sampling or --greedy, or a shorter --seconds.")
+        decode = dict(num_inference_steps=num_inference_steps, seed=seed)
+        if sampler is not None:
+            decode["sampler"] = sampler
+        show = progress and decoding["num_beams"] == 1
+        bar = progress_bar(total=bound, desc="continue", unit="step", quiet=not show)
+        streamer = GenerationProgress(bar) if show else None
+        torch.manual_seed(seed)
+        bodies, slides = generate_pieces(
+            self.lm, layout, self.piece_frames, prompt_pieces, target_frames, None if limit is None else int(limit),
+            decoding, stride_frames=stride_frames, allow_early_eos=allow_early_eos, min_frames=min_frames,
+            device=self.device, streamer=streamer)
+        bar.close()
+        semantic = []
+        for prompt, pieces, body in zip(prompt_semantic, prompt_pieces, bodies):
+            ids = prompt + bpe.decode(body[len(pieces):]) if len(body) > len(pieces) else list(prompt)
+            semantic.append(torch.tensor(ids[:target_frames], dtype=prompt_codes[0].dtype)[None])
+        codes = self._complete_acoustic(semantic, prompt_codes)
+        ids = _right_pad([[layout.bos_token_id, *body, layout.eos_token_id] for body in bodies], layout.pad_token_id)
+        streamed = slides > 0 or any(self.tokenizer.processor.streams_decode(config, c.shape[1]) for c in codes)
+        return {"target_frames": target_frames, "target_samples": target_samples, "prompt_codes": prompt_codes,
+                "prompt_samples": prompt_samples, "decode": decode, "slides": slides, "ids": ids, "codes": codes,
+                "streamed": streamed}
 
     def _complete_acoustic(self, semantic: Sequence[torch.Tensor], prompt_codes: Sequence[torch.Tensor]
                            ) -> List[torch.Tensor]:
@@ -649,8 +926,8 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
     parser.add_argument("--acoustic-lm", metavar="PATH",
-                        help="for an LM on semantic_only ids: the acoustic stage LM (lm/acoustic_stage.py) that adds "
-                             "the acoustic ids the codec decoder needs")
+                        help="for an LM on semantic_only ids or on acoustic-BPE pieces of them: the acoustic stage LM "
+                             "(lm/acoustic_stage.py) that adds the acoustic ids the codec decoder needs")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars (generation steps, decoding) on stderr; errors still print")
     parser.add_argument("--steps", type=int, default=None,

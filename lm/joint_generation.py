@@ -26,7 +26,7 @@ from semanticodec_hf.audio_token_layout import codes_to_ids
 from semanticodec_hf.processing_semanticodec import AudioItemError
 
 from .codec_access import check_decode_settings
-from .generate import PromptError, decoding_arguments, min_frames_for, new_tokens_needed
+from .generate import PromptError, decoding_arguments, left_pad, min_frames_for, new_tokens_needed
 from .joint_corpus import JointAudioTextTokenizer
 from .pattern_logits import PatternLogitsProcessor
 
@@ -132,7 +132,7 @@ class JointAudioContinuation:
         if any(f >= target_frames for f in frames):
             raise ValueError(f"target_frames {target_frames} must exceed every prompt's frames ({max(frames)}).")
         rows = [self.prompt_ids(c, t) for c, t in zip(prompt_codes, texts)]
-        batch = tokenizer.text_tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
+        batch = left_pad(rows, tokenizer.layout.pad_token_id)  # the text pad, or eos when it has none
         needed = max(new_tokens_needed(pattern, f, target_frames) for f in frames)
         beams = arguments["num_beams"]
         processor = JointPatternLogitsProcessor(
