@@ -55,7 +55,7 @@ from semanticodec_hf.lm.acoustic_stage import AcousticStage
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.data import bpe_layout
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
-from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor
+from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor, body_mask  # noqa: E501
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
@@ -284,7 +284,7 @@ def generate_sliding(
     Sampling draws from torch's global generator (seed it once before the call)."""
     if decoding.get("num_beams", 1) > 1:
         raise ValueError("beam search cannot be carried across a slide; use sampling or --greedy.")
-    bos, eos, pad = layout.bos_token_id, layout.eos_token_id, layout.pad_token_id
+    bos, eos = layout.bos_token_id, layout.eos_token_id
     bodies = [[int(i) for i in row[1:]] for row in prompts]  # audio ids after <bos>: whole frames
     if any(len(body) % 2 for body in bodies):
         raise ValueError("interleaved prompts must hold whole frames (an even number of audio ids after <bos>).")
@@ -303,9 +303,7 @@ def generate_sliding(
             dropped = [(len(bodies[i]) - len(w)) // 2 for i, w in zip(active, windows)]
             slides += 1
         first = False
-        batch = left_pad(windows, pad)
-        width = batch["input_ids"].shape[1]
-        room = limit - width
+        room = limit - max(map(len, windows))
         remaining = max(2 * (target_frames - len(bodies[i]) // 2) + 1 for i in active)
         new_tokens = remaining if remaining <= room else room - room % 2
         processors: List[Any] = [PatternLogitsProcessor(
@@ -316,18 +314,32 @@ def generate_sliding(
         if no_repeat_ngram_size:
             history = [bodies[i][: 2 * d: 2] for i, d in zip(active, dropped)]  # semantic ids that slid out
             processors.append(SemanticNoRepeatNGramLogitsProcessor(layout, int(no_repeat_ngram_size), history))
-        with torch.no_grad():
-            sequences = lm.generate(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=new_tokens, logits_processor=LogitsProcessorList(processors), bos_token_id=bos,
-                eos_token_id=eos, pad_token_id=pad, streamer=streamer, **decoding,
-            ).cpu()
-        for row, i in enumerate(active):
-            new = sequences[row, width:].tolist()
-            if eos in new:
-                new, finished[i] = new[: new.index(eos)], True
+        written = generate_window(lm, layout, windows, new_tokens, processors, decoding, device, streamer)
+        for (new, ended), i in zip(written, active):
             bodies[i].extend(new)
+            finished[i] = ended
     return [[bos, *body, eos] for body in bodies], slides
+
+
+def generate_window(lm: Any, layout: SemantiCodecVocabularyLayout, windows: Sequence[Sequence[int]], max_new_tokens: int,
+                    processors: Sequence[Any], decoding: Dict[str, Any], device: str = "cpu",
+                    streamer: Optional[BaseStreamer] = None) -> List[Tuple[List[int], bool]]:
+    """One `generate` call of a long-form loop on left-padded `windows`: each row's new ids (cut before its
+    `<eos>`; the padding of a finished row comes after it) and whether it wrote `<eos>`."""
+    batch = left_pad(windows, layout.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        sequences = lm.generate(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(list(processors)),
+            bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
+            streamer=streamer, **decoding,
+        ).cpu()
+    written = []
+    for row in sequences[:, width:].tolist():
+        ended = layout.eos_token_id in row
+        written.append((row[: row.index(layout.eos_token_id)] if ended else row, ended))
+    return written
 
 
 def splice_pieces(prompt_audio: torch.Tensor, pieces: Iterable[torch.Tensor], sampling_rate: int,
@@ -392,11 +404,7 @@ class PieceFramesLogitsProcessor:
     def frames(self, input_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """([B] frames covered, [B] finished) of each row of `input_ids` [B, L]."""
         layout, device = self.layout, input_ids.device
-        positions = torch.arange(input_ids.shape[1], device=device)
-        starts = (input_ids == layout.bos_token_id) | (input_ids == layout.sep_token_id)
-        last_start = torch.where(starts, positions, -1).max(dim=1).values
-        first_id = (input_ids != layout.pad_token_id).long().argmax(dim=1)
-        body = positions >= torch.where(last_start >= 0, last_start + 1, first_id)[:, None]
+        body = body_mask(input_ids, layout)
         table = self.piece_frames.to(device)
         lookup = input_ids.clamp(0, table.numel() - 1)
         frames = torch.where(body & (input_ids < table.numel()), table[lookup], 0).sum(dim=1)
@@ -448,7 +456,7 @@ def generate_pieces(
     are shifted by the frames that slid out, so lengths count over the whole clip. Rows slide together; a row that
     is done leaves the batch. Beam search cannot slide (checked by the caller). Sampling draws from torch's global
     generator."""
-    bos, eos, pad = layout.bos_token_id, layout.eos_token_id, layout.pad_token_id
+    bos = layout.bos_token_id
     frames_of = piece_frames.tolist()
     bodies = [[int(p) for p in row] for row in prompts]
     covered = [sum(frames_of[p] for p in body) for body in bodies]
@@ -468,10 +476,8 @@ def generate_pieces(
             slides += 1
         first = False
         dropped = [sum(frames_of[p] for p in bodies[i][: starts[i]]) for i in active]
-        batch = left_pad(windows, pad)
-        width = batch["input_ids"].shape[1]
         bound = max(target_frames - covered[i] for i in active) + 1
-        new_tokens = bound if limit is None else min(bound, limit - width)
+        new_tokens = bound if limit is None else min(bound, limit - max(map(len, windows)))
         beams = decoding.get("num_beams", 1)
         processors = [
             PatternLogitsProcessor(layout, "semantic_only"),
@@ -481,20 +487,11 @@ def generate_pieces(
                 min_frames=None if min_frames is None else [max(0, min_frames - d) for d in dropped
                                                             for _ in range(beams)]),
         ]
-        with torch.no_grad():
-            sequences = lm.generate(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=new_tokens, logits_processor=LogitsProcessorList(processors), bos_token_id=bos,
-                eos_token_id=eos, pad_token_id=pad, streamer=streamer, **decoding,
-            ).cpu()
-        for row, i in enumerate(active):
-            new = sequences[row, width:].tolist()
-            if eos in new:
-                new, finished[i] = new[: new.index(eos)], True
-            new = [p for p in new if p != pad]
+        written = generate_window(lm, layout, windows, new_tokens, processors, decoding, device, streamer)
+        for (new, ended), i in zip(written, active):
             bodies[i].extend(new)
             covered[i] += sum(frames_of[p] for p in new)
-            finished[i] = finished[i] or covered[i] >= target_frames
+            finished[i] = ended or covered[i] >= target_frames
     return bodies, slides
 
 

@@ -12,6 +12,16 @@ import torch
 from semanticodec_hf.audio_token_layout import PATTERNS, SemantiCodecVocabularyLayout
 
 
+def body_mask(ids: torch.Tensor, layout: SemantiCodecVocabularyLayout) -> torch.Tensor:
+    """Bool [B, L]: the positions of each row of `ids` [B, L] after its last `<bos>`/`<sep>` (or, with neither, from
+    its first non-`<pad>` id): the clip being written, which every length rule counts."""
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    starts = (ids == layout.bos_token_id) | (ids == layout.sep_token_id)
+    last_start = torch.where(starts, positions, -1).max(dim=1).values
+    first_id = (ids != layout.pad_token_id).long().argmax(dim=1)
+    return positions >= torch.where(last_start >= 0, last_start + 1, first_id)[:, None]
+
+
 class PatternLogitsProcessor:
     """A `transformers` logits processor that only lets the LM write ids the codec can decode.
 
@@ -165,11 +175,7 @@ class PatternLogitsProcessor:
         """Int64 [B, 3] (semantic ids, acoustic ids, `<eos>` seen) of each row of `ids` [B, L], counted after the
         row's last `<bos>`/`<sep>` (or, with neither, from its first non-`<pad>` id)."""
         layout = self.layout
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        starts = (ids == layout.bos_token_id) | (ids == layout.sep_token_id)
-        last_start = torch.where(starts, positions, -1).max(dim=1).values
-        first_id = (ids != layout.pad_token_id).long().argmax(dim=1)
-        body = positions >= torch.where(last_start >= 0, last_start + 1, first_id)[:, None]
+        body = body_mask(ids, layout)
         semantic = (body & (ids < layout.acoustic_offset)).sum(dim=1)
         acoustic = (body & (ids >= layout.acoustic_offset) & (ids < layout.special_offset)).sum(dim=1)
         finished = (body & (ids == layout.eos_token_id)).any(dim=1)
