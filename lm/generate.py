@@ -55,7 +55,11 @@ from semanticodec_hf.lm.acoustic_stage import AcousticStage
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.data import bpe_layout
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
-from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor, SemanticNoRepeatNGramLogitsProcessor, body_mask  # noqa: E501
+from semanticodec_hf.lm.pattern_logits import (
+    PatternLogitsProcessor,
+    SemanticNoRepeatNGramLogitsProcessor,
+    body_mask,
+)
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
