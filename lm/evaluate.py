@@ -39,7 +39,7 @@ from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
 from semanticodec_hf.datasets_utils import load_audio
 from semanticodec_hf.lm.config import LMRecipe, recipe_from_dict
 from semanticodec_hf.lm.data import AudioLMDataCollator
-from semanticodec_hf.lm.generate import new_tokens_needed, prompt_ids
+from semanticodec_hf.lm.generate import decoding_arguments, new_tokens_needed, prompt_ids
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
 from semanticodec_hf.lm.modeling import build_model, context_length
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
@@ -537,8 +537,7 @@ def generate_continuations(model: Any, tokenizer: AudioTokenIds, clips: IdSequen
     Returns `model` and `reference` statistics (`continuation_statistics` on semantic ids of the continuations
     only, prompts excluded), `sequences` (each prompt + its continuation, `<bos> ... <eos>`, whole frames only:
     what `generative_perplexity` decodes), `prompts_used` and `skipped` (clips too short for a continuation)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (use a small value for near-greedy sampling), got {temperature}.")
+    sampling = decoding_arguments(temperature=temperature, top_k=top_k, top_p=top_p)  # checked as `continue` does
     if num_prompts < 1 or batch_size < 1:
         raise ValueError(f"num_prompts and batch_size must be >= 1, got {num_prompts} and {batch_size}.")
     if prompt_frames is not None and prompt_frames < 1:
@@ -579,8 +578,7 @@ def generate_continuations(model: Any, tokenizer: AudioTokenIds, clips: IdSequen
                 with torch.no_grad():
                     out = model.generate(
                         input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        do_sample=True, temperature=temperature, top_k=top_k or 0,
-                        top_p=top_p if top_p is not None else 1.0, max_new_tokens=budget,
+                        max_new_tokens=budget, **sampling,
                         logits_processor=LogitsProcessorList([processor]), bos_token_id=layout.bos_token_id,
                         eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id).cpu()
                 width = batch["input_ids"].shape[1]

@@ -457,3 +457,13 @@ def test_recipe_generative_perplexity_and_argument_errors(trained_run, tmp_path,
     with pytest.raises(SystemExit) as done:
         evaluate_lm.main(["--help"])
     assert done.value.code == 0 and "--threads N" in capsys.readouterr().out
+
+
+def test_continuation_sampling_settings_are_checked_as_continue_checks_them():
+    from semanticodec_hf.lm.evaluate import generate_continuations
+
+    for settings, message in (({"temperature": 0.0}, "--temperature must be > 0"),
+                              ({"top_p": 1.5}, r"--top-p must be in \(0, 1\]"),
+                              ({"top_k": -1}, "--top-k must be a non-negative integer")):
+        with pytest.raises(ValueError, match=message):
+            generate_continuations(None, None, [], **settings)
