@@ -48,6 +48,7 @@ from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
+from semanticodec_hf.lm.joint_corpus import is_joint_folder
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
@@ -182,6 +183,9 @@ class AcousticStage:
         its layout must be the LM's; without, the stage is ids-only."""
         from transformers import AutoModelForCausalLM
 
+        if is_joint_folder(lm_path):
+            raise ValueError(f"{lm_path} is a text+audio LM (model.keep_text_vocab: true); the acoustic stage is an "
+                             "audio-only LM trained on interleaved ids.")
         saved = SemantiCodecAudioTokenizer.from_pretrained(lm_path, load_codec=False)
         if (Path(lm_path) / "acoustic_bpe").is_dir():
             raise ValueError(f"{lm_path} was trained on acoustic-BPE pieces (semantic_only); the acoustic stage needs "

@@ -321,3 +321,7 @@ def test_continue_names_the_joint_api_for_a_joint_lm(tmp_path, capsys):
                           str(tmp_path / "run" / "final"), "--tiny", "--seconds", "1"])
     assert code == 2 and not (tmp_path / "out.wav").exists()
     assert "keep_text_vocab: true); continue it from Python with" in capsys.readouterr().err
+    from semanticodec_hf.lm.acoustic_stage import AcousticStage
+
+    with pytest.raises(ValueError, match="is a text\\+audio LM .* the acoustic stage is an audio-only LM"):
+        AcousticStage.from_pretrained(tmp_path / "run" / "final")
