@@ -3,12 +3,12 @@ fixed audio must not move when code is reorganised (the parity tests bound the d
 bounds the distance to ourselves, far tighter).
 
 Codes and ids must be equal; waveforms equal up to 1e-6 of their peak (float32 rounding of another CPU's
-kernels; on the machine that wrote the file they are bit-identical), the DPM-Solver++ one up to 1e-5 of its peak:
-on an AMD EPYC Zen 4 it is 3.1e-6 of its peak away from the file written on the Intel machine, at this
-commit and at the one before the session that found it, while every DDIM waveform there is bit-identical (so the
-networks agree; the multistep solver's own arithmetic rounds differently on that CPU; turning numpy's AVX-512
-paths off there changes nothing). Any change of behaviour moves a waveform by orders of magnitude more. Regenerate only for an intended change
-of the numbers, and say why in the commit:
+kernels; on the machine that wrote the file they are bit-identical), the DPM-Solver++ one up to 1e-5 of its
+peak: on an AMD EPYC Zen 4 it is 3.1e-6 of its peak away from the file written on the Intel machine, at this
+commit and at the one before the session that found it, while every DDIM waveform there is bit-identical (so
+the networks agree; the multistep solver's own arithmetic rounds differently on that CPU; turning numpy's
+AVX-512 paths off there changes nothing). Any change of behaviour moves a waveform by orders of magnitude more.
+Regenerate only for an intended change of the numbers, and say why in the commit:
 
     python tests/test_pinned_outputs.py --write
 """
