@@ -113,10 +113,6 @@ class JointAudioTextTokenizer:
     def pattern(self) -> str:
         return self.audio_tokenizer.pattern
 
-    @property
-    def codec_name_or_path(self) -> Optional[str]:
-        return self.audio_tokenizer.codec_name_or_path
-
     @classmethod
     def extend(cls, text_tokenizer_path: Union[str, Path], audio_tokenizer: SemantiCodecAudioTokenizer):
         """Load a text LM's tokenizer (`AutoTokenizer`) and extend it with `audio_tokenizer`'s vocabulary."""

@@ -51,10 +51,9 @@ class JointPatternLogitsProcessor:
         to_joint[: audio.special_offset] = torch.arange(layout.semantic_offset, layout.special_offset)
         to_joint[audio.eos_token_id] = layout.audio_end_id
         self.to_joint = to_joint
-        writable = torch.zeros(audio.vocab_size, dtype=torch.bool)
-        writable[: audio.special_offset] = True
-        writable[audio.eos_token_id] = True
-        self.writable = writable  # the layout ids a joint row may write inside a span
+        # the layout ids a joint row may write inside a span (semantic, acoustic, <eos>) and their joint columns
+        self.writable = torch.cat([torch.arange(audio.special_offset), torch.tensor([audio.eos_token_id])])
+        self.writable_columns = to_joint[self.writable]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         device = input_ids.device
@@ -62,13 +61,10 @@ class JointPatternLogitsProcessor:
         if width < self.layout.vocab_size:
             raise ValueError(f"The LM scores {width} ids but the joint vocabulary has {self.layout.vocab_size}.")
         ids = input_ids.clamp(max=self.layout.vocab_size - 1)  # a padded vocabulary's extra rows: never written
-        audio_ids = self.to_audio.to(device)[ids]
-        to_joint = self.to_joint.to(device)
-        inner = self.inner(audio_ids, scores[:, to_joint])
-        inner = inner.masked_fill(~self.writable.to(device), float("-inf"))
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter(1, to_joint.expand(scores.shape[0], -1)[:, self.writable.to(device)],
-                           inner[:, self.writable.to(device)])
+        inner = self.inner(self.to_audio.to(device)[ids], scores[:, self.to_joint.to(device)])
+        out = torch.full_like(scores, float("-inf"))  # text ids (and a padded vocabulary's extra rows): blocked
+        out[:, self.writable_columns.to(device)] = inner[:, self.writable.to(device)]
+        return out
 
 
 class JointAudioContinuation:

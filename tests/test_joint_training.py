@@ -67,7 +67,8 @@ def test_text_rows_are_kept_and_audio_rows_appended(tmp_path, architecture, extr
             assert weights[name].shape == (rows, 32), name
             assert torch.equal(weights[name][:text_size], source[name][:text_size]), name  # text rows: bit for bit
             audio = weights[name][text_size: joint.layout.vocab_size]
-            assert not torch.equal(audio, source[name][text_size: joint.layout.vocab_size]) if extra_rows else True
+            if extra_rows:  # the padding rows the audio ids took over were drawn afresh, not kept
+                assert not torch.equal(audio, source[name][text_size: joint.layout.vocab_size]), name
             assert 0.005 < audio.std() < 0.05, name  # fresh N(0, 0.02) rows
         else:
             assert torch.equal(weights[name], source[name]), name
@@ -251,7 +252,7 @@ def test_generated_audio_spans_always_decode(tmp_path):
 
 def test_the_processor_is_the_audio_engine_on_translated_ids():
     joint = _joint()
-    layout, audio = joint.layout, joint.audio_layout
+    layout = joint.layout
     processor = JointPatternLogitsProcessor(joint, target_frames=[2])
     ids = torch.tensor([[layout.bos_token_id, 7, layout.audio_start_id, layout.semantic_offset + 4]])
     allowed = torch.isfinite(processor(ids, torch.zeros(1, layout.vocab_size)))[0]
@@ -260,7 +261,6 @@ def test_the_processor_is_the_audio_engine_on_translated_ids():
                                          layout.acoustic_offset + 3]])], dim=1)
     allowed = torch.isfinite(processor(ids, torch.zeros(1, layout.vocab_size)))[0]
     assert allowed.nonzero().flatten().tolist() == [layout.audio_end_id]  # two frames: the span must close
-    assert audio.vocab_size == 36
 
 
 def test_continue_audio_from_an_audio_or_a_text_prompt(tmp_path, tiny_tokenizer):

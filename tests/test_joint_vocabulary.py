@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout
 from semanticodec_hf.joint_vocabulary import (
@@ -25,22 +24,16 @@ from semanticodec_hf.joint_vocabulary import (
     extend_text_tokenizer,
 )
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from recipe_modules import import_recipe
 
 LAYOUT = SemantiCodecVocabularyLayout(64, 128)
 SENTENCES = ["hello world, this is a tiny corpus.", "audio tokens live beside text tokens!",
              "listen to this clip and describe it", "numbers 12 and 345 are text too"] * 10
 
 
-def text_tokenizer() -> PreTrainedTokenizerFast:
-    """A small byte-level BPE text tokenizer trained here (the kind GPT-2 / Llama 3 / Qwen use)."""
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(SENTENCES, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+# A small byte-level BPE text tokenizer trained locally (the kind GPT-2 / Llama 3 / Qwen use): the one the joint
+# training demo builds, recipes/make_tiny_text_lm.py.
+text_tokenizer = import_recipe("make_tiny_text_lm").build_text_tokenizer
 
 
 def random_codes(frames: int, seed: int = 0) -> torch.Tensor:
