@@ -17,9 +17,7 @@ from diffusers import (
     AudioLDM2UNet2DConditionModel,
     AutoencoderKL,
     ConfigMixin,
-    DPMSolverMultistepScheduler,
     SchedulerMixin,
-    UniPCMultistepScheduler,
 )
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
@@ -32,15 +30,17 @@ from .channels_last import channels_last_convolutions
 from .conditioning import unconditional_conditioning
 from .configuration_semanticodec import SemantiCodecConfig
 from .cpu_info import cpu_model_name, has_native_bfloat16
+from .solver_schedulers import ExactRootDPMSolverMultistepScheduler, ExactRootUniPCMultistepScheduler
 from .unet_context_cache import cache_cross_attention_context
 
 GeneratorArg = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
 # Faster solvers offered next to the reference DDIM: name -> (diffusers scheduler class, extra kwargs).
-# All are deterministic given x_T (ODE solvers), so they consume exactly one noise draw per window.
+# All are deterministic given x_T (ODE solvers), so they consume exactly one noise draw per window. Their schedule's
+# square roots are rounded once, so they give the same bits on every CPU (`solver_schedulers.py`).
 DIFFUSERS_SAMPLERS: Dict[str, tuple] = {
-    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {"solver_order": 2}),
+    "dpmsolver++": (ExactRootDPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": (ExactRootUniPCMultistepScheduler, {"solver_order": 2}),
 }
 SAMPLERS = ("ddim",) + tuple(DIFFUSERS_SAMPLERS)
 
