@@ -1,11 +1,11 @@
 """diffusers' multistep solvers with a schedule that has the same bits on every CPU.
 
 torch's float32 `sqrt` (and `** 0.5`) on a CPU goes through MKL's vector maths. On Intel CPUs it is correctly
-rounded; on AMD CPUs MKL takes another path that is one ulp off for about one value in six (measured on an AMD
-EPYC Zen 4: `perf` shows `mkl_vml_kernel_sSqrt_EXHAynn` doing the work; `MKL_CBWR` does not change it). The solvers take square roots of the schedule (`sigmas` in
-`set_timesteps`, alpha_t in `_sigma_to_alpha_sigma_t` at every step), so their waveforms moved by ~3e-6 of the
-peak from one CPU to the other while the networks agreed bit for bit. Here those square roots are rounded once
-(IEEE), which gives on every CPU the numbers diffusers gives on an Intel one.
+rounded; on AMD CPUs MKL takes another path that is one ulp off for about one value in six (measured on an AMD EPYC
+Zen 4: `perf` shows `mkl_vml_kernel_sSqrt_EXHAynn` doing the work; `MKL_CBWR` does not change it). The solvers take
+square roots of the schedule (`sigmas` in `set_timesteps`, alpha_t in `_sigma_to_alpha_sigma_t` at every step), so
+their waveforms moved by ~3e-6 of the peak from one CPU to the other while the networks agreed bit for bit. Here
+those square roots are rounded once (IEEE), which gives on every CPU the numbers diffusers gives on an Intel one.
 
 The reference DDIM sampler is not touched: the original takes the same float32 roots in torch, so on any CPU it
 rounds as the original does there.
