@@ -71,14 +71,7 @@ def build_model(quick: bool, token_rate: int) -> SemantiCodecModel:
     model's (so that ids vary with the audio and the decoder's outputs are not ~0)."""
     if quick:
         return SemantiCodecModel.tiny(token_rate=token_rate).eval()
-    from semanticodec_hf.modeling_semanticodec import _spread_random_weights
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = SemantiCodecModel(SemantiCodecConfig.from_variant(token_rate, 8192))
-        with torch.no_grad():
-            _spread_random_weights(model)
-    return model.eval()
+    return SemantiCodecModel.random_with_signal(SemantiCodecConfig.from_variant(token_rate, 8192), seed=0)
 
 
 def test_audio(config: SemantiCodecConfig, windows: int) -> np.ndarray:

@@ -95,6 +95,18 @@ def test_tiny_model_carries_signal(tiny):
     assert not torch.equal(reseeded.quantizer.semantic.centroids, model.quantizer.semantic.centroids)
 
 
+def test_random_with_signal_is_the_tiny_recipe_for_any_config():
+    """The public constructor the full-size benchmarks use: spread codebooks (a plain model's are all zero, so
+    every id would be 0), seeded, and `tiny` is it on the tiny config."""
+    config = SemantiCodecConfig.tiny(token_rate=25, semantic_vocab_size=32)
+    plain, spread = SemantiCodecModel(config), SemantiCodecModel.random_with_signal(config, seed=3)
+    assert not plain.quantizer.semantic.centroids.any() and not plain.quantizer.acoustic.codebook.any()
+    assert spread.quantizer.semantic.centroids.std() > 0.1 and not spread.training
+    tiny = SemantiCodecModel.tiny(seed=3, token_rate=25, semantic_vocab_size=32)
+    for key, value in spread.state_dict().items():
+        assert torch.equal(tiny.state_dict()[key], value), key
+
+
 def test_auto_classes_resolve_and_round_trip(tiny, tmp_path):
     model, feature_extractor = tiny, SemantiCodecFeatureExtractor()
     model.save_pretrained(tmp_path)

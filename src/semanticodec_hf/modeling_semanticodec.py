@@ -204,21 +204,25 @@ class SemantiCodecModel(SemantiCodecPreTrainedModel):
     def tiny(
         cls, seed: int = 0, token_rate: int = 100, semantic_vocab_size: int = 64, **config_kwargs
     ) -> "SemantiCodecModel":
-        """A small RANDOM codec with the real window geometry whose output carries signal, for tests and demos.
+        """A small RANDOM codec with the real window geometry whose output carries signal, for tests and demos:
+        `random_with_signal` of `SemantiCodecConfig.tiny(...)`. Its audio is noise: never judge quality with it."""
+        config = SemantiCodecConfig.tiny(token_rate=token_rate, semantic_vocab_size=semantic_vocab_size, **config_kwargs)
+        return cls.random_with_signal(config, seed=seed)
 
-        A model built straight from `SemantiCodecConfig.tiny()` has all-zero codebooks (every id is 0) and
-        transformers' small-std init, which shrinks the waveform to ~1e-9: equality checks on it cannot fail.
-        Here the codebooks are spread over the random feature space (ids vary with the audio), the UNet and VAE
-        get PyTorch's fan-in-scaled init, the cross-attention values are scaled up so that the codes, not only
-        the noise, shape the output, and the vocoder keeps unit gain per layer (RMS ~0.06, peak ~0.3). The same
-        `seed` gives the same weights; the global RNG is left as it was. Its audio is noise: never judge quality
-        with it.
+    @classmethod
+    def random_with_signal(cls, config: SemantiCodecConfig, seed: int = 0) -> "SemantiCodecModel":
+        """A RANDOM codec of any size (e.g. `SemantiCodecConfig.from_variant(100, 8192)` for full-size benchmarks)
+        whose codes vary with the audio and whose decoded waveform is audible.
+
+        A model built straight from a config has all-zero codebooks (every id is 0) and transformers' small-std
+        init, which shrinks the waveform to ~1e-9: equality checks on it cannot fail and a benchmark of it skips
+        nothing but measures a degenerate case. Here the codebooks are spread over the random feature space, the
+        UNet and VAE get PyTorch's fan-in-scaled init, the cross-attention values are scaled up so that the codes,
+        not only the noise, shape the output, and the vocoder keeps unit gain per layer (RMS ~0.06, peak ~0.3).
+        The same `seed` gives the same weights; the global RNG is left as it was. Its audio is noise.
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            config = SemantiCodecConfig.tiny(
-                token_rate=token_rate, semantic_vocab_size=semantic_vocab_size, **config_kwargs
-            )
             model = cls(config)
             _spread_random_weights(model)
         return model.eval()
