@@ -49,6 +49,7 @@ from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, cod
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
+from semanticodec_hf.lm.masked_generate import generate_with_mask
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
 
@@ -296,13 +297,12 @@ class AcousticStage:
             PatternLogitsProcessor(layout, "interleaved", target_frames=[b.size for b in body_semantic]),
             ForcedSemanticLogitsProcessor(layout, body_semantic),
         ])
-        with torch.no_grad():
-            sequences = self.lm.generate(
-                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                max_new_tokens=new_ids, min_new_tokens=0, logits_processor=processors,
-                bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
-                **decoding,
-            ).cpu()
+        sequences = generate_with_mask(
+            self.lm, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+            max_new_tokens=new_ids, min_new_tokens=0, logits_processor=processors,
+            bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
+            **decoding,
+        ).cpu()
         written = sequences[:, batch["input_ids"].shape[1]:]
         out = []
         for row, ids in enumerate(semantic):

@@ -41,6 +41,7 @@ from semanticodec_hf.lm.config import LMRecipe, recipe_from_dict
 from semanticodec_hf.lm.data import AudioLMDataCollator
 from semanticodec_hf.lm.generate import decoding_arguments, new_tokens_needed, prompt_ids
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
+from semanticodec_hf.lm.masked_generate import generate_with_mask
 from semanticodec_hf.lm.modeling import build_model, context_length
 from semanticodec_hf.lm.pattern_logits import PatternLogitsProcessor
 from semanticodec_hf.lm.train import Blocks, EvalBatches, evaluate, load_corpus
@@ -575,12 +576,11 @@ def generate_continuations(model: Any, tokenizer: AudioTokenIds, clips: IdSequen
                     layout, pattern, target_frames=[prompts[i].target_frames for i in rows] if stacked else None,
                     allow_early_eos=True,
                     forced_acoustic=[prompts[i].forced_acoustic for i in rows] if stacked else None)
-                with torch.no_grad():
-                    out = model.generate(
-                        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        max_new_tokens=budget, **sampling,
-                        logits_processor=LogitsProcessorList([processor]), bos_token_id=layout.bos_token_id,
-                        eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id).cpu()
+                out = generate_with_mask(
+                    model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                    max_new_tokens=budget, **sampling,
+                    logits_processor=LogitsProcessorList([processor]), bos_token_id=layout.bos_token_id,
+                    eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id).cpu()
                 width = batch["input_ids"].shape[1]
                 for r, index in enumerate(rows):
                     generated[index] = out[r, width:].tolist()
