@@ -348,8 +348,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"{used} clips -> {frames} feature frames in {time.perf_counter() - started:.1f} s"
               + (f" ({len(skipped)} skipped, listed at the end)" if skipped else ""), file=sys.stderr)
     if not frames:
-        raise SystemExit(f"error: none of the {len(paths)} files under {audio_dir} gave features (all empty or "
-                         "shorter than 0.16 s); use longer audio.")
+        found = (f"the only file under {audio_dir} gave no features (empty" if len(paths) == 1 else
+                 f"none of the {len(paths)} files under {audio_dir} gave features (all empty")
+        raise SystemExit(f"error: {found} or shorter than 0.16 s); use longer audio.")
     too_big = [v for v in args.vocab_sizes if v > frames]
     if too_big:
         raise SystemExit(f"error: vocab size(s) {too_big} exceed the {frames} feature frames; use more audio.")

@@ -22,6 +22,7 @@ from semanticodec_hf.cli_jobs import (
     file_keys,
     groups,
     is_input_file,
+    plural,
     refuse_overwriting,
     resolve_jobs,
     stat_kind,
@@ -233,7 +234,7 @@ def test_expand_a_glob_keeps_input_files_and_notes_how_many_others_it_skipped(tm
     found = expand(str(tmp_path / "*"), AUDIO, notes)
     assert pairs(found) == [(str(tmp_path / n), n) for n in ("a.WAV", "b.wav", "c.flac")]
     assert notes == [f"the pattern {str(tmp_path / '*')!r} matches 2 files that are not input files "
-                     "(.flac, .wav); skipped them."]
+                     "(.flac, .wav); skipped."]
 
 
 def test_expand_a_glob_of_input_files_only_adds_no_note(tmp_path):
@@ -273,7 +274,7 @@ def test_expand_a_glob_that_matches_nothing_or_only_other_files_is_an_error(tmp_
         expand(str(tmp_path / "*.mp3"), AUDIO)
     with refused(f"the pattern {str(tmp_path / 'folder*')!r} matches no files."):
         expand(str(tmp_path / "folder*"), AUDIO)
-    with refused(f"the pattern {str(tmp_path / '*.txt')!r} matches 1 files, but none is an input file "
+    with refused(f"the pattern {str(tmp_path / '*.txt')!r} matches 1 file, but none is an input file "
                  "(.flac, .wav)."):
         expand(str(tmp_path / "*.txt"), AUDIO)
     with refused("matches 2 files, but none is an input file"):
@@ -366,19 +367,97 @@ def test_a_glob_input_passes_its_note_on(tmp_path):
     notes: List[str] = []
     jobs = resolve_jobs([str(tmp_path / "in" / "*")], str(tmp_path / "out"), AUDIO, ".sct", notes)
     assert targets(jobs) == [(str(tmp_path / "in" / "a.wav"), str(tmp_path / "out" / "a.sct"))]
-    assert len(notes) == 1 and "matches 1 files that are not input files" in notes[0]
+    assert notes == [f"the pattern {str(tmp_path / 'in' / '*')!r} matches 1 file that is not an input file "
+                     "(.flac, .wav); skipped."]
 
 
-def test_the_same_file_named_twice_is_one_job(tmp_path):
-    """A file reached twice (named twice, via a glob and by name, or through a symlink) is processed once,
-    under its first name, and the files after it are still processed."""
+def test_the_same_name_reached_twice_is_one_job_and_a_note(tmp_path, monkeypatch):
+    """A name reached twice (named twice however spelled, by name and by a glob, through a symlinked folder) is
+    processed once, under its first mention; the files after it are still processed, and one note names the
+    repeats with the input each repeats."""
     a = touch(tmp_path / "in" / "a.wav")
     b = touch(tmp_path / "in" / "b.wav")
-    os.symlink(a, tmp_path / "in" / "alias.wav")
+    os.symlink(tmp_path / "in", tmp_path / "linked_folder")
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    jobs = resolve_jobs([str(a), str(tmp_path / "in" / "*.wav"), str(tmp_path / "in" / "alias.wav"), str(b)],
-                        str(out), AUDIO, ".sct")
+    notes: List[str] = []
+    jobs = resolve_jobs([str(a), "in/a.wav", "./in/../in/a.wav", str(tmp_path / "in" / "*.wav"),
+                         "linked_folder/a.wav", str(b)], str(out), AUDIO, ".sct", notes)
     assert targets(jobs) == [(str(a), str(out / "a.sct")), (str(b), str(out / "b.sct"))]
+    assert [job.copies for job in jobs] == [(), ()]
+    assert notes == [f"skipped 5 inputs named again (the same file under the same name, however spelled): in/a.wav "
+                     f"(= {a}), in/../in/a.wav (= {a}), {a} and 2 more."]
+
+
+def test_the_same_file_twice_by_one_spelling_is_noted_in_the_singular(tmp_path):
+    a = touch(tmp_path / "a.wav")
+    notes: List[str] = []
+    jobs = resolve_jobs([str(a), str(a)], str(tmp_path / "out"), AUDIO, ".sct", notes)
+    assert targets(jobs) == [(str(a), str(tmp_path / "out" / "a.sct"))]
+    assert notes == [f"skipped 1 input named again (the same file under the same name, however spelled): {a}."]
+
+
+@pytest.mark.parametrize("link", [os.link, os.symlink], ids=["hard link", "symlink"])
+def test_another_name_of_a_file_gets_its_output_as_a_copy(tmp_path, link):
+    """A hard link or a symlink under another name is the same file: it is processed once, and the output its
+    name asks for is a copy of the first (`Job.copies`), so the output tree misses no name; a note says so."""
+    a = touch(tmp_path / "in" / "a.wav")
+    link(a, tmp_path / "in" / "alias.wav")
+    b = touch(tmp_path / "in" / "b.wav")
+    out = tmp_path / "out"
+    notes: List[str] = []
+    jobs = resolve_jobs([str(tmp_path / "in")], str(out), AUDIO, ".sct", notes)
+    assert targets(jobs) == [(str(a), str(out / "a.sct")), (str(b), str(out / "b.sct"))]
+    assert [job.copies for job in jobs] == [(out / "alias.sct",), ()]
+    assert jobs[0].targets == (out / "a.sct", out / "alias.sct")
+    assert notes == [f"copied the outputs of 1 other name of files processed once (hard links or symlinks) instead "
+                     f"of processing them again: {tmp_path / 'in' / 'alias.wav'} (= {a})."]
+
+
+def test_other_names_of_a_file_that_would_write_one_output_write_it_once(tmp_path):
+    """Hard links in two folders with one file name, flattened by a glob onto one output: that output serves
+    both names, so the second is skipped (noted), not refused as a clash; passing the folder keeps both."""
+    x = touch(tmp_path / "in" / "x" / "same.wav")
+    (tmp_path / "in" / "y").mkdir()
+    os.link(x, tmp_path / "in" / "y" / "same.wav")
+    out = tmp_path / "out"
+    notes: List[str] = []
+    jobs = resolve_jobs([str(tmp_path / "in" / "**" / "*.wav")], str(out), AUDIO, ".sct", notes)
+    assert targets(jobs) == [(str(x), str(out / "same.sct"))] and jobs[0].copies == ()
+    assert notes == [f"skipped 1 input whose output another name of the same file (a link) already writes: "
+                     f"{tmp_path / 'in' / 'y' / 'same.wav'} (= {x})."]
+    jobs = resolve_jobs([str(tmp_path / "in")], str(out), AUDIO, ".sct")
+    assert targets(jobs) == [(str(x), str(out / "x" / "same.sct"))]
+    assert jobs[0].copies == (out / "y" / "same.sct",)
+
+
+def test_a_folder_and_an_overlapping_glob_process_each_file_once(tmp_path):
+    """A folder and a glob over part of it reach the same names (with different relative paths): each file is
+    processed once, under the folder's relative path, and no flattened second output appears."""
+    root = tmp_path / "clips"
+    a = touch(root / "a.wav")
+    c = touch(root / "sub" / "c.wav")
+    out = tmp_path / "out"
+    notes: List[str] = []
+    jobs = resolve_jobs([str(root), str(root / "**" / "*.wav")], str(out), AUDIO, ".sct", notes)
+    assert targets(jobs) == [(str(a), str(out / "a.sct")), (str(c), str(out / "sub" / "c.sct"))]
+    assert [job.copies for job in jobs] == [(), ()]
+    assert len(notes) == 1 and notes[0].startswith("skipped 2 inputs named again")
+
+
+def test_a_copy_is_refused_like_any_output(tmp_path):
+    """A copy's output is checked like a target: it may not be written by another file too, nor be an input."""
+    a = touch(tmp_path / "in" / "a.wav")
+    os.link(a, tmp_path / "in" / "b.wav")
+    other = touch(tmp_path / "other" / "b.flac")
+    out = tmp_path / "out"
+    with refused(f"{tmp_path / 'in' / 'b.wav'} and {other} would both be written to {out / 'b.sct'}"):
+        resolve_jobs([str(a), str(tmp_path / "in" / "b.wav"), str(other)], str(out), AUDIO, ".sct")
+    d = touch(tmp_path / "d.flac")
+    os.symlink(d, tmp_path / "e.flac")
+    touch(tmp_path / "e.wav")
+    with refused(f"the output {tmp_path / 'e.wav'} is the input file {tmp_path / 'e.wav'}"):
+        resolve_jobs([str(d), str(tmp_path / "e.flac"), str(tmp_path / "e.wav")], str(tmp_path), AUDIO, ".wav")
 
 
 def test_two_inputs_that_would_write_one_output_are_refused(tmp_path):
@@ -469,3 +548,14 @@ def test_groups_are_consecutive_batches_of_the_batch_size(count, size, sizes):
     batches = list(groups(jobs, size))
     assert [len(batch) for batch in batches] == sizes
     assert [job for batch in batches for job in batch] == jobs
+
+
+# ------------------------------------------------------------------------------------------------- plural
+@pytest.mark.parametrize("count, expected", [(0, "0 files"), (1, "1 file"), (2, "2 files"), (11, "11 files")])
+def test_plural_makes_the_noun_agree_with_the_count(count, expected):
+    assert plural(count, "file") == expected
+
+
+def test_plural_takes_an_irregular_plural():
+    assert plural(1, "file that is", "files that are") == "1 file that is"
+    assert plural(3, "file that is", "files that are") == "3 files that are"

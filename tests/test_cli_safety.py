@@ -283,8 +283,8 @@ def test_glob_inputs_keep_only_input_files_and_say_how_many_were_skipped(tmp_pat
     assert cli_main(["info", str(folder / "*"), "--json"]) == 0
     captured = capsys.readouterr()
     assert [Path(r["file"]).name for r in json.loads(captured.out)] == ["a.sct", "b.sct"]
-    assert "matches 2 files that are not input files (.sct); skipped them" in captured.err
-    fails(["info", str(folder / "*.txt")], capsys, "matches 1 files, but none is an input file (.sct)")
+    assert "matches 2 files that are not input files (.sct); skipped." in captured.err
+    fails(["info", str(folder / "*.txt")], capsys, "matches 1 file, but none is an input file (.sct)")
     jobs = cli_jobs.resolve_jobs([str(folder / "*")], str(tmp_path / "out"), cli_jobs.audio_suffixes(), ".sct")
     assert [job.source.name for job in jobs] == ["c.wav"]
 

@@ -141,7 +141,7 @@ def test_short_and_empty_clips_are_skipped_and_named(corpus, tmp_path, capsys):
     only_short = tmp_path / "short_only"
     only_short.mkdir()
     sf.write(str(only_short / "blip.wav"), np.full(800, 0.1, dtype=np.float32), 16000)
-    with pytest.raises(SystemExit, match="none of the 1 files"):
+    with pytest.raises(SystemExit, match="the only file under .* gave no features"):
         recipe.main(["--audio-dir", str(only_short), "--tiny", "--output", str(tmp_path / "o2")])
 
 

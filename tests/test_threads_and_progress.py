@@ -1,8 +1,10 @@
 """Long jobs show their progress on stderr (off with --quiet) and use the CPU threads they are given
 (`--threads`, default OMP_NUM_THREADS or the CPUs the process may use)."""
 
+import argparse
 import importlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from semanticodec_hf import SemantiCodecProcessor
 from semanticodec_hf.cli import main as cli_main
-from semanticodec_hf.cpu_threads import available_cpus, default_threads, use_threads
+from semanticodec_hf.cpu_threads import available_cpus, default_threads, positive_int_argument, use_threads
 
 from recipe_modules import import_recipe
 
@@ -67,10 +69,20 @@ def test_the_threads_option_is_honoured_inside_a_command(tmp_path, monkeypatch, 
     assert seen == [1, 1]
 
 
-@pytest.mark.parametrize("bad", ["0", "-2", "many"])
-def test_a_bad_thread_count_is_a_usage_error(tmp_path, capsys, bad):
+@pytest.mark.parametrize("bad, shown", [("0", "0"), ("-2", "-2"), ("many", "'many'")])
+def test_a_bad_thread_count_is_a_usage_error(tmp_path, capsys, bad, shown):
     assert cli_main(["encode", "x.wav", str(tmp_path / "x.npy"), "--tiny", "--threads", bad]) == 2
-    assert "--threads" in capsys.readouterr().err
+    assert f"--threads: expected a positive number of threads, got {shown}" in capsys.readouterr().err
+
+
+def test_one_positive_int_parser_serves_threads_and_the_command_lines_counts():
+    """`positive_int_argument` is the one parser of whole numbers >= 1 (`--threads`, `--batch-size`, `--steps`);
+    its errors name what is counted."""
+    parse = positive_int_argument("integer")
+    assert parse("3") == 3
+    for bad, shown in (("0", "0"), ("-1", "-1"), ("2.5", "'2.5'"), ("", "''")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"expected a positive integer, got {shown}")):
+            parse(bad)
 
 
 def test_every_command_that_runs_torch_has_the_threads_option(capsys):

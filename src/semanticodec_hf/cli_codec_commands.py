@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,25 @@ from .cli_jobs import CliError, Job, audio_suffixes, expand, refuse_overwriting
 from .cli_runner import (Outcome, Reported, fail, jobs_for, load_codec, log, note, prepare_outputs, run_jobs,
                          set_decoder_dtype)
 from .code_files import CODE_SUFFIXES, CodeItem, read_code_item, read_sct_item, save_codes
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def _write_copies(job: Job) -> None:
+    """The job's other outputs (its input reached under other names: hard links, symlinks; `resolve_jobs`) as
+    atomic copies of `job.target`, just written: the bytes processing the file again would give, without the work
+    (encoding is deterministic, and every file is decoded with --seed as if alone)."""
+    from .atomic_files import atomic_write
+
+    for copy in job.copies:
+        try:
+            atomic_write(copy, lambda temporary: shutil.copyfile(job.target, temporary))
+        except OSError as error:
+            raise write_failure(copy, error) from error
+
+
+def _outputs(job: Job) -> str:
+    """`job`'s outputs for a summary line: the target, then its copies."""
+    return f"{job.target}" + (f" (copied to {', '.join(str(copy) for copy in job.copies)})" if job.copies else "")
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -43,7 +63,7 @@ def _features(args: argparse.Namespace, processor, job: Job) -> Dict[str, Any]:
 
 def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job, Any, int, int, Any], str]) -> int:
     """Shared body of `compress` and `encode`: read, extract features, encode in groups, write each result."""
-    prepare_outputs(args, [("output", job.target) for job in jobs])
+    prepare_outputs(args, [("output", target) for job in jobs for target in job.targets])
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
     processor = _processor(codec, feature_extractor, args)
 
@@ -64,12 +84,13 @@ def _encode_jobs(args: argparse.Namespace, jobs: List[Job], write: Callable[[Job
         for job, item, (codes, num_samples) in zip(ready, items, results):
             try:
                 summary = write(job, codes.numpy(), num_samples, item["original_sampling_rate"], codec.config)
+                _write_copies(job)
             except CliError as error:
                 fail(outcome, bar, job, error)
                 continue
             outcome.done += 1
             bar.update(1)
-            log(args, f"{job.source} -> {job.target}: {summary} | encode {seconds:.2f} s")
+            log(args, f"{job.source} -> {_outputs(job)}: {summary} | encode {seconds:.2f} s")
 
     return run_jobs(args, jobs, process_group)
 
@@ -162,8 +183,8 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
     from .resampling import resample
 
     for job in jobs:
-        check_audio_output(job.target, args.subtype)
-    prepare_outputs(args, [("output", job.target) for job in jobs])
+        check_audio_output(job.target, args.subtype)  # copies have the target's suffix
+    prepare_outputs(args, [("output", target) for job in jobs for target in job.targets])
     codec, feature_extractor = load_codec(args.model, args.tiny, args.device)
     codec = set_decoder_dtype(codec, args)
     processor = _processor(codec, feature_extractor, args)
@@ -182,12 +203,13 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
             start = time.perf_counter()
             try:
                 duration = _stream_to_file(processor, codec, ready[i], items[i], args)
+                _write_copies(ready[i])
             except CliError as error:
                 fail(outcome, bar, ready[i], error)
                 continue
             outcome.done += 1
             bar.update(1)
-            log(args, f"{ready[i].source} -> {ready[i].target}: {duration:.2f} s, streamed | decode "
+            log(args, f"{ready[i].source} -> {_outputs(ready[i])}: {duration:.2f} s, streamed | decode "
                        f"{time.perf_counter() - start:.2f} s ({args.steps or config.num_inference_steps} {args.sampler} "
                        f"steps, seed {args.seed})")
         ready = [job for i, job in enumerate(ready) if i not in long_items]
@@ -210,13 +232,15 @@ def _decode_jobs(args: argparse.Namespace, jobs: List[Job], read: Callable[[Path
                 rate = item.original_sampling_rate
             try:
                 write_audio(job.target, wave.numpy(), rate, args.subtype)
+                _write_copies(job)
             except CliError as error:
                 fail(outcome, bar, job, error)
                 continue
             outcome.done += 1
             bar.update(1)
-            log(args, f"{job.source} -> {job.target}: {len(wave) / rate:.2f} s at {rate} Hz | decode {seconds:.2f} s "
-                       f"({args.steps or config.num_inference_steps} {args.sampler} steps, seed {args.seed})")
+            log(args, f"{job.source} -> {_outputs(job)}: {len(wave) / rate:.2f} s at {rate} Hz | "
+                       f"decode {seconds:.2f} s ({args.steps or config.num_inference_steps} {args.sampler} steps, "
+                       f"seed {args.seed})")
 
     return run_jobs(args, jobs, process_group)
 

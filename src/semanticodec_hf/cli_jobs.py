@@ -1,6 +1,7 @@
 """Job resolution of the `semanticodec-hf` command line: which input files a command's INPUT... names, which output
 file each one becomes, and the refusals that come before any work (a missing input, a pattern that matches
-nothing, two inputs that would write one output, an output that is an input however spelled).
+nothing, two inputs that would write one output, an output that is an input however spelled). A file reached
+twice is processed once (`resolve_jobs`).
 
 Pure file-name and file-system logic, so it imports neither torch nor the codec (soundfile only when asked for the
 audio suffixes): `semanticodec-hf info` stays light, and the behaviour is tested on temporary files alone
@@ -25,10 +26,23 @@ class CliError(Exception):
 
 @dataclass
 class Job:
-    """One input file and the output it becomes."""
+    """One input file and the output it becomes; `copies` are more outputs of that same file, asked for under
+    other names of it (hard links, symlinks): written as copies of `target` rather than by processing it again."""
 
     source: Path
     target: Path
+    copies: Tuple[Path, ...] = ()
+
+    @property
+    def targets(self) -> Tuple[Path, ...]:
+        """Every output of this job: `target`, then its copies."""
+        return (self.target, *self.copies)
+
+
+def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
+    """`count` with `noun` agreeing ("1 file", "2 files", "0 files"): the command line's counted messages.
+    `nouns` is the plural where adding "s" is wrong."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def audio_suffixes() -> Tuple[str, ...]:
@@ -113,13 +127,31 @@ def expand(pattern: str, suffixes: Tuple[str, ...], notes: Optional[List[str]] =
             raise CliError(f"the pattern {pattern!r} matches no files.")
         files = [p for p in matched if is_input_file(p, suffixes)]
         if not files:
-            raise CliError(f"the pattern {pattern!r} matches {len(matched)} files, but none is an input file "
-                           f"({', '.join(suffixes)}).")
+            raise CliError(f"the pattern {pattern!r} matches {plural(len(matched), 'file')}, but none is an input "
+                           f"file ({', '.join(suffixes)}).")
         if len(files) < len(matched) and notes is not None:
-            notes.append(f"the pattern {pattern!r} matches {len(matched) - len(files)} files that are not input "
-                         f"files ({', '.join(suffixes)}); skipped them.")
+            others = plural(len(matched) - len(files), "file that is not an input file",
+                            "files that are not input files")
+            notes.append(f"the pattern {pattern!r} matches {others} ({', '.join(suffixes)}); skipped.")
         return [(p, Path(p.name)) for p in files]
     raise CliError(f"input {pattern} does not exist.")
+
+
+def entry_key(path: Path) -> Tuple[str, str]:
+    """Which directory entry `path` names: its folder resolved (symlinked folders, `..`, relative spellings) and
+    its own name as given. Two spellings of one entry are one input named twice; two entries of one file (a hard
+    link, a symlink under another name) are two names the user may each expect an output for."""
+    try:
+        folder = str(path.absolute().parent.resolve())
+    except (OSError, RuntimeError):  # a symlink loop on the way
+        folder = os.path.abspath(path.parent)
+    return os.path.normcase(folder), os.path.normcase(path.name)
+
+
+def _listed(duplicates: Sequence[Tuple[Path, Path]], limit: int = 3) -> str:
+    """The first `limit` (duplicate, the input it repeats) pairs, then how many more: a note stays one line."""
+    shown = ", ".join(str(path) if path == kept else f"{path} (= {kept})" for path, kept in duplicates[:limit])
+    return shown + (f" and {len(duplicates) - limit} more" if len(duplicates) > limit else "")
 
 
 def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], out_suffix: str,
@@ -129,6 +161,15 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
     Names in the output folder keep each file's path below the folder it was found in, with `out_suffix`;
     two inputs that would write the same output, and an output that is one of the inputs (however spelled,
     symlinked or hard-linked), are refused before anything runs.
+
+    Each file is processed once, however often it is reached (same device and inode, or same resolved path):
+    - the same name reached twice (`a.wav ./a.wav`, a folder and a glob over it, a symlinked folder) is one
+      input: the later mentions are skipped, with a note naming them;
+    - other names of the same file (a hard link, a symlink under another name, e.g. the Hugging Face cache's
+      links to one blob) each still get their output, since an output tree that mirrors the inputs must not
+      miss a name: the file is processed once and its other outputs are copies (`Job.copies`), the bytes
+      processing it again would give. Where those names would write one output, that output serves them all;
+      this too is noted.
     """
     single = len(inputs) == 1 and stat_kind(Path(inputs[0])) == "file"
     out = Path(output)
@@ -143,28 +184,61 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
         raise CliError(
             f"several inputs need an output folder, but {out} is a file; name a folder (it is created if missing)."
         )
-    jobs: Dict[Path, Job] = {}
-    seen_sources = set()
     input_keys: Dict[Tuple[Any, ...], Path] = {}
     for source, _relative in pairs:
         for key in file_keys(source):
             input_keys.setdefault(key, source)
+    jobs: List[Job] = []
+    job_of_file: Dict[Tuple[Any, ...], int] = {}  # file key -> index in jobs
+    job_of_target: Dict[Path, Tuple[int, Path]] = {}  # output -> (index in jobs, the input that asked for it)
+    entries: Dict[Tuple[str, str], Path] = {}
+    # (input, the input it repeats): the same name again (skipped), another name whose output is already planned
+    # (skipped), another name with an output of its own (written as a copy)
+    named_twice: List[Tuple[Path, Path]] = []
+    one_output: List[Tuple[Path, Path]] = []
+    copied: List[Tuple[Path, Path]] = []
     for source, relative in pairs:
-        if source.resolve() in seen_sources:
+        entry = entry_key(source)
+        if entry in entries:
+            named_twice.append((source, entries[entry]))
             continue
-        seen_sources.add(source.resolve())
+        entries[entry] = source
+        keys = file_keys(source)
+        index = next((job_of_file[key] for key in keys if key in job_of_file), None)
         target = out / relative.with_suffix(out_suffix)
-        if target in jobs:
+        if target in job_of_target:
+            writer, asked_by = job_of_target[target]
+            if writer == index:
+                one_output.append((source, jobs[index].source))
+                continue
             raise CliError(
-                f"{jobs[target].source} and {source} would both be written to {target}; rename one, or pass their "
-                "folder instead (folders keep sub-folder paths)."
+                f"{asked_by} and {source} would both be written to {target}; rename one, or pass their folder "
+                "instead (folders keep sub-folder paths)."
             )
         clash = next((input_keys[key] for key in file_keys(target) if key in input_keys), None)
         if clash is not None:
             raise CliError(f"the output {target} is the input file {clash}; writing it would destroy the input. "
                            "Choose another output folder.")
-        jobs[target] = Job(source, target)
-    return list(jobs.values())
+        if index is None:
+            index = len(jobs)
+            jobs.append(Job(source, target))
+            for key in keys:
+                job_of_file[key] = index
+        else:
+            jobs[index].copies += (target,)
+            copied.append((source, jobs[index].source))
+        job_of_target[target] = (index, source)
+    if notes is not None:
+        if named_twice:
+            notes.append(f"skipped {plural(len(named_twice), 'input')} named again (the same file under the same "
+                         f"name, however spelled): {_listed(named_twice)}.")
+        if one_output:
+            notes.append(f"skipped {plural(len(one_output), 'input')} whose output another name of the same file "
+                         f"(a link) already writes: {_listed(one_output)}.")
+        if copied:
+            notes.append(f"copied the outputs of {plural(len(copied), 'other name')} of files processed once (hard "
+                         f"links or symlinks) instead of processing them again: {_listed(copied)}.")
+    return jobs
 
 
 def groups(jobs: List[Job], size: int) -> Iterator[List[Job]]:

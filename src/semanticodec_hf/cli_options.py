@@ -6,19 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
-from .cpu_threads import add_threads_option
+from .cpu_threads import add_threads_option, positive_int_argument
 
 DEFAULT_MAX_DURATION = 3600.0  # seconds; see --max-duration
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = positive_int_argument("integer")  # --batch-size, --steps
 
 
 def _seed(text: str) -> int:

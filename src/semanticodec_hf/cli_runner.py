@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from .cli_jobs import CliError, Job, groups, resolve_jobs, stat_kind
+from .cli_jobs import CliError, Job, groups, plural, resolve_jobs, stat_kind
 
 
 def log(args: argparse.Namespace, message: str) -> None:
@@ -70,7 +70,7 @@ def prepare_outputs(args: argparse.Namespace, outputs: Sequence[Tuple[str, Path]
     if problems:
         what, path, problem = problems[0]
         others = len(problems) - 1
-        more = f" (and {others} more output{'s' if others > 1 else ''} with problems)" if others else ""
+        more = f" (and {plural(others, 'more output')} with problems)" if others else ""
         raise CliError(f"cannot write the {what} {path}: {problem}{more}; nothing was run.")
     folders = {path.parent for _what, path in outputs}
     for folder in sorted(folders):
@@ -186,8 +186,8 @@ def run_jobs(
     if outcome.failed:
         for _source, message in outcome.failed:
             print(f"semanticodec-hf {args.command}: error: {message}", file=sys.stderr)
-        raise CliError(f"{len(outcome.failed)} of {len(jobs)} files failed (listed above); the other "
-                       f"{outcome.done} outputs were written.")
+        raise CliError(f"{len(outcome.failed)} of {plural(len(jobs), 'file')} failed (listed above); "
+                       f"{plural(outcome.done, 'output')} written.")
     return 0
 
 

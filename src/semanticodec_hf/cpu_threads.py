@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 
 def available_cpus() -> int:
@@ -30,20 +30,28 @@ def default_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
 
 
-def _thread_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 thread, got {value}")
-    return value
+def positive_int_argument(what: str) -> Callable[[str], int]:
+    """An argparse `type` for a whole number >= 1, whose errors name `what` it counts: "expected a positive
+    {what}, got 'x'". Lives here, below `cli_options`, so that `--threads` and the command line's counts
+    (`--batch-size`, `--steps`) share one parser and the recipes' `--threads` stays free of the command line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {value}")
+        return value
+
+    parse.__name__ = f"positive {what}"  # what argparse would name in its own messages
+    return parse
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """`--threads N` (default: `default_threads()`); pass the parsed value to `use_threads`."""
     parser.add_argument(
-        "--threads", type=_thread_count, default=None, metavar="N",
+        "--threads", type=positive_int_argument("number of threads"), default=None, metavar="N",
         help=f"CPU threads for torch (default: OMP_NUM_THREADS if set, else the CPUs this process may use; "
              f"{default_threads()} here). When several jobs share a machine, give each its share of the cores: "
              "oversubscribed threads spin against each other and everything runs many times slower",
