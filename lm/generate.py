@@ -12,7 +12,7 @@ its last `context - --extend-stride` seconds (cut at a frame boundary) and conti
 is decoded and written as a stream of pieces (bounded memory for minutes of audio). The last line is the smoke
 test: the tiny recipe trains on a synthetic corpus in the random tiny codec's layout and has 256 positions.
 
-No text is involved. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
+An audio LM reads no text. `PatternLogitsProcessor` constrains sampling so that every sequence the LM writes is
 decodable by the codec (the right stream at every position, `<eos>` only after a whole frame); the output starts
 with exactly the prompt's reconstruction and then the LM's continuation.
 
@@ -27,6 +27,17 @@ An LM on `semantic_only` ids needs `--acoustic-lm` (the semantic -> acoustic sta
 LM trained on acoustic-BPE pieces (`data.acoustic_bpe`; its folder holds `acoustic_bpe/`): the prompt's semantic
 ids become pieces, the LM writes pieces until they cover `--seconds` of frames (the last piece is cut to the exact
 length), and the pieces are decoded back to semantic ids before the stage adds the acoustic ids.
+
+A text+audio LM (a text LM trained with `model.keep_text_vocab: true`; its folder holds `joint_vocabulary.json`)
+is continued by `semanticodec_hf.lm.joint_generation.JointAudioContinuation`, with the same decoding options:
+
+    semanticodec-hf continue prompt.wav out.wav --lm runs/lm-joint/final --seconds 8 --text "a dog barks"
+    semanticodec-hf continue out.wav --lm runs/lm-joint/final --seconds 4 --text "a dog barks"   # text only
+
+`--text` goes before the audio span, as the corpus put a clip's text (once for every prompt, or once per
+prompt); with no prompt file OUTPUT is the only positional argument and one clip is written. The whole output
+must fit in the LM's context, and `--extend-stride`, `--acoustic-lm` and `--no-repeat-ngram-size` are refused
+(that engine has no long-form sliding, acoustic stage or n-gram rule); `--text` with an audio LM is refused.
 """
 
 from __future__ import annotations
@@ -50,11 +61,14 @@ from transformers.generation.streamers import BaseStreamer
 from semanticodec_hf.acoustic_bpe import AcousticBPE
 from semanticodec_hf.atomic_files import atomic_write
 from semanticodec_hf.audio_token_layout import SemantiCodecVocabularyLayout, codes_to_ids
+from semanticodec_hf.cli_jobs import CliError, refuse_overwriting, stat_kind
 from semanticodec_hf.cpu_threads import add_threads_option, use_threads
 from semanticodec_hf.lm.acoustic_stage import AcousticStage
 from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_tokenizer
 from semanticodec_hf.lm.data import bpe_layout
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
+from semanticodec_hf.lm.masked_generate import generate_with_mask
+from semanticodec_hf.lm.token_healing import HealedFirstPieceLogitsProcessor, heal_prompts, piece_base_ids
 from semanticodec_hf.lm.pattern_logits import (
     PatternLogitsProcessor,
     SemanticNoRepeatNGramLogitsProcessor,
@@ -185,6 +199,33 @@ def min_frames_for(min_seconds: Optional[float], seconds: float, config: Any) ->
         raise ValueError(f"--min-seconds {min_seconds} exceeds --seconds {seconds}; the minimum length must not pass "
                          "the total length.")
     return config.frame_budget(int(round(min_seconds * config.sampling_rate)))
+
+
+def check_seconds(seconds: Any) -> None:
+    """Refuse a `--seconds` that is not a positive, finite number (before any audio is encoded)."""
+    if isinstance(seconds, bool) or not (isinstance(seconds, numbers.Real) and math.isfinite(seconds)
+                                         and seconds > 0):
+        raise ValueError(f"--seconds must be a positive number of seconds, got {seconds!r}.")
+
+
+def prompt_lengths(prompts: Sequence[Any], sampling_rate: int, seconds: float, config: Any) -> Tuple[List[int], int]:
+    """Each prompt's length in samples at the codec's rate (16 kHz, as the feature extractor resamples it; last
+    axis = time) and the target's (`seconds`). Checked before encoding, in the command line's words: a prompt
+    shorter than the codec's minimum (`PromptError`, naming it) or not shorter than `--seconds` is refused."""
+    rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
+    target_samples = int(round(seconds * rate))
+    prompt_samples = [int(round(np.shape(p)[-1] * rate / sampling_rate)) for p in prompts]
+    for index, samples in enumerate(prompt_samples):
+        if samples < minimum:
+            raise PromptError(index, f"it lasts {samples / rate:.3f} s; the codec needs at least "
+                                     f"{minimum / rate} s ({minimum} samples at {rate} Hz). Use a longer prompt.")
+    short = [i for i, n in enumerate(prompt_samples) if n >= target_samples]
+    if short:
+        raise ValueError(
+            f"--seconds {seconds} is the total length and must exceed the prompt; prompt(s) {short} are already "
+            f"{max(prompt_samples[i] for i in short) / rate:.2f} s long."
+        )
+    return prompt_samples, target_samples
 
 
 # ---------------------------------------------------------------------------------------------- long-form
@@ -332,13 +373,12 @@ def generate_window(lm: Any, layout: SemantiCodecVocabularyLayout, windows: Sequ
     `<eos>`; the padding of a finished row comes after it) and whether it wrote `<eos>`."""
     batch = left_pad(windows, layout.pad_token_id)
     width = batch["input_ids"].shape[1]
-    with torch.no_grad():
-        sequences = lm.generate(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(list(processors)),
-            bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
-            streamer=streamer, **decoding,
-        ).cpu()
+    sequences = generate_with_mask(
+        lm, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+        max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(list(processors)),
+        bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
+        streamer=streamer, **decoding,
+    ).cpu()
     written = []
     for row in sequences[:, width:].tolist():
         ended = layout.eos_token_id in row
@@ -446,6 +486,7 @@ def generate_pieces(
     min_frames: Optional[int] = None,
     device: str = "cpu",
     streamer: Optional[BaseStreamer] = None,
+    first_pieces: Optional[Sequence[Optional[Sequence[int]]]] = None,
 ) -> Tuple[List[List[int]], int]:
     """Continue each row of acoustic-BPE pieces (`prompts`: the prompt's pieces, no `<bos>`) until its pieces cover
     `target_frames` frames (or it writes `<eos>`, with `allow_early_eos`); returns each row's pieces (prompt
@@ -459,7 +500,8 @@ def generate_pieces(
     training blocks after a clip's first have none (blocks are cut between any two pieces). Targets and minimums
     are shifted by the frames that slid out, so lengths count over the whole clip. Rows slide together; a row that
     is done leaves the batch. Beam search cannot slide (checked by the caller). Sampling draws from torch's global
-    generator."""
+    generator. `first_pieces` (token healing, `lm/token_healing.py`): per row, the only pieces its first new piece
+    may be (None: any)."""
     bos = layout.bos_token_id
     frames_of = piece_frames.tolist()
     bodies = [[int(p) for p in row] for row in prompts]
@@ -467,6 +509,7 @@ def generate_pieces(
     starts = [0] * len(bodies)  # index of each row's window start in its body
     finished = [c >= target_frames for c in covered]
     slides, first = 0, True
+    heal = first_pieces is not None
     while not all(finished):
         active = [i for i, done in enumerate(finished) if not done]
         if first and (limit is None or 1 + max(len(bodies[i]) for i in active) + 1 <= limit):
@@ -491,6 +534,10 @@ def generate_pieces(
                 min_frames=None if min_frames is None else [max(0, min_frames - d) for d in dropped
                                                             for _ in range(beams)]),
         ]
+        if heal:  # the first generate call only: its first new piece restates the piece healing took back
+            processors.append(HealedFirstPieceLogitsProcessor(
+                [first_pieces[i] for i in active for _ in range(beams)], start_width=max(map(len, windows))))
+            heal = False
         written = generate_window(lm, layout, windows, new_tokens, processors, decoding, device, streamer)
         for (new, ended), i in zip(written, active):
             bodies[i].extend(new)
@@ -547,6 +594,7 @@ class AudioContinuation:
                                  "was trained with.")
             self.lm_layout = bpe_layout(acoustic_bpe, codec_tokenizer.layout)
             self.piece_frames = piece_frame_table(acoustic_bpe, self.lm_layout)
+            self.piece_bases = piece_base_ids(acoustic_bpe)
         if acoustic_stage is not None:
             if codec_tokenizer.pattern != "semantic_only":
                 raise ValueError(f"An acoustic stage completes the ids of a semantic_only LM; this LM writes "
@@ -570,8 +618,9 @@ class AudioContinuation:
         with `acoustic_bpe/` (trained with `data.acoustic_bpe`) is an LM on BPE pieces: its BPE model is loaded
         too, and `acoustic_lm` is required."""
         if is_joint_folder(lm_path):
-            raise ValueError(f"{lm_path} is a text+audio LM (trained with model.keep_text_vocab: true); continue it "
-                             "from Python with semanticodec_hf.lm.joint_generation.JointAudioContinuation.")
+            raise ValueError(f"{lm_path} is a text+audio LM (trained with model.keep_text_vocab: true); load it with "
+                             "semanticodec_hf.lm.joint_generation.JointAudioContinuation (the continue command "
+                             "does so itself).")
         saved = SemantiCodecAudioTokenizer.from_pretrained(lm_path, load_codec=False)
         bpe = None
         if (Path(lm_path) / "acoustic_bpe").is_dir():
@@ -622,6 +671,7 @@ class AudioContinuation:
         no_repeat_ngram_size: Optional[int] = None,
         min_seconds: Optional[float] = None,
         extend_stride: Optional[float] = None,
+        token_healing: bool = True,
     ) -> Dict[str, Any]:
         """Continue each prompt to `seconds` of audio in total; returns `audio` (16 kHz tensors), `ids`, `codes`.
 
@@ -638,7 +688,8 @@ class AudioContinuation:
             prompts, sampling_rate, seconds, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
             allow_early_eos=allow_early_eos, num_inference_steps=num_inference_steps, sampler=sampler,
             greedy=greedy, num_beams=num_beams, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, min_seconds=min_seconds, extend_stride=extend_stride)
+            no_repeat_ngram_size=no_repeat_ngram_size, min_seconds=min_seconds, extend_stride=extend_stride,
+            token_healing=token_healing)
         return self.decode_result(result)
 
     def decode_result(self, result: Dict[str, Any], progress: bool = False) -> Dict[str, Any]:
@@ -680,6 +731,7 @@ class AudioContinuation:
         min_seconds: Optional[float] = None,
         extend_stride: Optional[float] = None,
         progress: bool = False,
+        token_healing: bool = True,
     ) -> Dict[str, Any]:
         """The LM half of `continue_audio` (same arguments; `progress`: a bar over generation steps on stderr,
         not with beam search, which takes no streamer): checks, encodes the prompts and generates; returns
@@ -695,7 +747,10 @@ class AudioContinuation:
         (`<bos>` pieces `<eos>` in its layout, `self.lm_layout`), `codes` the decoded semantic ids cut to the target
         plus the stage's acoustic ids; it slides past the context too (not with beam search), `extend_stride`
         counting the frames the dropped pieces stand for; `no_repeat_ngram_size` (a rule on semantic ids) is
-        refused."""
+        refused. With `token_healing` (the default) the prompt's last piece is taken back and the LM's first piece
+        must start with its semantic ids (`lm/token_healing.py`): a prompt cut out of a clip often ends inside a
+        merge the LM saw whole in training. `token_healing=False` is only for acoustic-BPE LMs (every other LM
+        writes one id per stream position, which has nothing to heal)."""
         tok, layout, pattern = self.tokenizer, self.tokenizer.layout, self.tokenizer.pattern
         bpe = self.acoustic_bpe
         if pattern == "semantic_only" and self.acoustic_stage is None:
@@ -703,12 +758,15 @@ class AudioContinuation:
             raise ValueError(f"An LM on {what} cannot make audio by itself: the codec decoder needs acoustic "
                              "ids too. Give an acoustic stage (--acoustic-lm PATH, an LM trained on interleaved ids, "
                              "see lm/acoustic_stage.py).")
+        if bpe is None and not token_healing:
+            raise ValueError("--no-token-healing applies to LMs on acoustic-BPE pieces only (their prompt's last "
+                             "piece may end inside a merge); this LM writes single ids, which have nothing to heal: "
+                             "drop it.")
         if bpe is not None and no_repeat_ngram_size:
             raise ValueError("--no-repeat-ngram-size bans repeated n-grams of semantic ids, but this LM writes "
                              "acoustic-BPE pieces (one or more semantic ids each); drop it (--repetition-penalty "
                              "works on pieces).")
-        if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
-            raise ValueError(f"--seconds must be a positive number of seconds, got {seconds!r}.")
+        check_seconds(seconds)
         decoding = decoding_arguments(greedy, num_beams, temperature, top_k, top_p, repetition_penalty)
         if no_repeat_ngram_size is not None and (not _is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0):
             raise ValueError(f"--no-repeat-ngram-size must be a positive integer (0: no rule), got "
@@ -727,20 +785,7 @@ class AudioContinuation:
                                  f"({2 / config.token_rate:g} s); give at least {2 / config.token_rate:g}.")
         else:
             stride_frames = None if limit is None else stride_frames_for(extend_stride, int(limit), config)
-        rate, minimum = config.sampling_rate, config.min_num_samples  # 16 kHz; one 0.16 s patch
-        target_samples = int(round(seconds * rate))
-        # The prompt's length at 16 kHz, as the feature extractor resamples it (last axis = time).
-        prompt_samples = [int(round(np.shape(p)[-1] * rate / sampling_rate)) for p in prompts]
-        for index, samples in enumerate(prompt_samples):
-            if samples < minimum:
-                raise PromptError(index, f"it lasts {samples / rate:.3f} s; the codec needs at least "
-                                         f"{minimum / rate} s ({minimum} samples at {rate} Hz). Use a longer prompt.")
-        short = [i for i, n in enumerate(prompt_samples) if n >= target_samples]
-        if short:
-            raise ValueError(
-                f"--seconds {seconds} is the total length and must exceed the prompt; prompt(s) {short} are already "
-                f"{max(prompt_samples[i] for i in short) / rate:.2f} s long."
-            )
+        prompt_samples, target_samples = prompt_lengths(prompts, sampling_rate, seconds, config)
         target_frames = config.frame_budget(target_samples)
         try:
             prompt_codes = tok.encode_audio(list(prompts), sampling_rate)
@@ -749,7 +794,7 @@ class AudioContinuation:
         if bpe is not None:
             return self._generate_bpe(prompt_codes, target_frames, target_samples, prompt_samples, decoding,
                                       limit, stride_frames, allow_early_eos, min_frames, num_inference_steps,
-                                      sampler, seed, progress)
+                                      sampler, seed, progress, token_healing)
         rows = [prompt_ids(c, layout, pattern) for c in prompt_codes]
         batch = tok.pad(rows, padding_side="left")
         prompt_frames = [int(c.shape[1]) for c in prompt_codes]
@@ -782,14 +827,12 @@ class AudioContinuation:
                 min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams),
             )
             torch.manual_seed(seed)
-            with torch.no_grad():
-                sequences = self.lm.generate(
-                    input_ids=batch["input_ids"].to(self.device),
-                    attention_mask=batch["attention_mask"].to(self.device), max_new_tokens=needed,
-                    logits_processor=LogitsProcessorList([processor, *extra_processors]),
-                    bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id,
-                    pad_token_id=layout.pad_token_id, streamer=streamer, **decoding,
-                ).cpu()
+            sequences = generate_with_mask(
+                self.lm, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                max_new_tokens=needed, logits_processor=LogitsProcessorList([processor, *extra_processors]),
+                bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id,
+                pad_token_id=layout.pad_token_id, streamer=streamer, **decoding,
+            ).cpu()
         bar.close()
         codes = tok.decode_ids(sequences)
         if pattern == "semantic_only":  # the stage adds the acoustic ids after each prompt's own codes
@@ -802,13 +845,17 @@ class AudioContinuation:
                       prompt_samples: Sequence[int], decoding: Dict[str, Any], limit: Optional[int],
                       stride_frames: Optional[int], allow_early_eos: bool, min_frames: Optional[int],
                       num_inference_steps: Optional[int], sampler: Optional[str], seed: int,
-                      progress: bool) -> Dict[str, Any]:
+                      progress: bool, token_healing: bool = True) -> Dict[str, Any]:
         """`generate_continuation` for an acoustic-BPE LM, from the encoded prompts on: prompt semantic ids ->
-        pieces -> `generate_pieces` -> semantic ids (cut to `target_frames`) -> the stage's acoustic ids."""
+        pieces (the last one taken back with `token_healing`) -> `generate_pieces` -> semantic ids (cut to
+        `target_frames`) -> the stage's acoustic ids."""
         bpe, layout, config = self.acoustic_bpe, self.lm_layout, self.tokenizer.model.config
         prompt_semantic = [c[0].tolist() for c in prompt_codes]
         prompt_pieces = [bpe.encode(ids) for ids in prompt_semantic]
-        prompt_frames = [len(ids) for ids in prompt_semantic]
+        first_pieces = None
+        if token_healing:
+            prompt_pieces, first_pieces = heal_prompts(prompt_pieces, self.piece_bases)
+        prompt_frames = [len(bpe.decode(pieces)) if pieces else 0 for pieces in prompt_pieces]  # healed: fewer
         bound = target_frames - min(prompt_frames) + 1  # new ids at most: one frame per piece, then <eos>
         if decoding["num_beams"] > 1 and limit is not None and 1 + max(map(len, prompt_pieces)) + bound > limit:
             raise ValueError(f"--num-beams needs the whole continuation in one generate call, and these prompts may "
@@ -825,11 +872,14 @@ class AudioContinuation:
         bodies, slides = generate_pieces(
             self.lm, layout, self.piece_frames, prompt_pieces, target_frames, None if limit is None else int(limit),
             decoding, stride_frames=stride_frames, allow_early_eos=allow_early_eos, min_frames=min_frames,
-            device=self.device, streamer=streamer)
+            device=self.device, streamer=streamer, first_pieces=first_pieces)
         bar.close()
         semantic = []
-        for prompt, pieces, body in zip(prompt_semantic, prompt_pieces, bodies):
-            ids = prompt + bpe.decode(body[len(pieces):]) if len(body) > len(pieces) else list(prompt)
+        for prompt, body in zip(prompt_semantic, bodies):
+            ids = bpe.decode(body) if body else []  # the prompt's ids first (healing restates its last piece's)
+            if ids[: len(prompt)] != prompt:
+                raise RuntimeError("the generated pieces do not start with the prompt's semantic ids; please report "
+                                   "this (it is a bug of the continuation, not of your input).")
             semantic.append(torch.tensor(ids[:target_frames], dtype=prompt_codes[0].dtype)[None])
         codes = self._complete_acoustic(semantic, prompt_codes)
         ids = _right_pad([[layout.bos_token_id, *body, layout.eos_token_id] for body in bodies], layout.pad_token_id)
@@ -894,8 +944,16 @@ class AudioContinuation:
 # ---------------------------------------------------------------------------------------------- command line
 def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `semanticodec-hf continue` and `python lm/generate.py` (one definition for both)."""
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt audio file(s); the last argument is OUTPUT")
-    parser.add_argument("--lm", required=True, help="LM folder written by lm/train.py (OUTPUT/final)")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT",
+                        help="prompt audio file(s); the last argument is OUTPUT (with --text, a single argument is "
+                             "OUTPUT: audio from the text alone)")
+    parser.add_argument("--lm", required=True, help="LM folder written by lm/train.py (OUTPUT/final); an audio LM or "
+                        "a text+audio LM (trained with model.keep_text_vocab: true)")
+    parser.add_argument("--text", action="append", default=None, metavar="TEXT",
+                        help="text+audio LMs only: text written before the audio span, as the corpus put a clip's "
+                             "text (for an LM trained with data.text_position: before); once for every prompt, or "
+                             "once per prompt in order; with no prompt file, one --text and the audio is made from "
+                             "it alone")
     parser.add_argument("--codec", help="converted SemantiCodec folder or Hub id (default: the one the LM records)")
     parser.add_argument("--tiny", action="store_true",
                         help="a RANDOM tiny codec (64 semantic / 128 acoustic ids, 100 tokens/s: the layout of "
@@ -915,7 +973,7 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                              "transformers' repetition_penalty)")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
                         help="never repeat an n-gram of N semantic ids (the semantic stream only; acoustic ids are "
-                             "free to repeat)")
+                             "free to repeat); audio-only LMs")
     parser.add_argument("--min-seconds", type=float, default=None, metavar="S",
                         help="let the LM end a clip with <eos> once it lasts S seconds (prompt included), never "
                              "before; implies --allow-early-eos from that length on")
@@ -923,12 +981,18 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                         help="long-form continuation (a --seconds past the LM's context): each time the context is "
                              "full, drop this much of the oldest audio from the LM's window and continue from the "
                              "rest (default: a quarter of the context; more = fewer KV-cache rebuilds, less memory "
-                             "kept); must be smaller than the context")
+                             "kept); must be smaller than the context. Audio-only LMs: a text+audio LM's output "
+                             "must fit in its context")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
     parser.add_argument("--acoustic-lm", metavar="PATH",
                         help="for an LM on semantic_only ids or on acoustic-BPE pieces of them: the acoustic stage LM "
-                             "(lm/acoustic_stage.py) that adds the acoustic ids the codec decoder needs")
+                             "(lm/acoustic_stage.py) that adds the acoustic ids the codec decoder needs (audio-only "
+                             "LMs)")
+    parser.add_argument("--no-token-healing", action="store_const", const=True, default=None,
+                        help="for an LM on acoustic-BPE pieces: keep the prompt's last piece as encoded (by default "
+                             "it is taken back and the LM's first piece must start with its semantic ids, as a "
+                             "prompt cut out of a clip often ends inside a merge the LM saw whole)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars (generation steps, decoding) on stderr; errors still print")
     parser.add_argument("--steps", type=int, default=None,
@@ -943,7 +1007,8 @@ def register_continue_command(add_command: Callable[..., argparse.ArgumentParser
     """Add `continue` to the `semanticodec-hf` command line (entry point `semanticodec_hf.commands` in setup.py:
     the codec's command line finds it there and never imports this toolkit itself)."""
     parser = add_command("continue", "continue an audio prompt with an audio language model (lm toolkit)",
-                         "Continue an audio prompt with an audio language model trained on SemantiCodec tokens.")
+                         "Continue an audio prompt with an audio language model trained on SemantiCodec tokens, or, "
+                         "with a text+audio LM (model.keep_text_vocab: true), after a text (--text) too or instead.")
     add_continue_arguments(parser)
     parser.set_defaults(func=run_continue)
 
@@ -969,44 +1034,146 @@ def _read_prompts(paths: Sequence[str]):
     return prompts, rates.pop()
 
 
+# Options a text+audio LM cannot take (JointAudioContinuation has no such step): refused by name, never ignored.
+JOINT_REFUSED_OPTIONS = (
+    ("acoustic_lm", "--acoustic-lm", "it has no acoustic stage (it writes interleaved ids, acoustic ones included)"),
+    ("extend_stride", "--extend-stride",
+     "it has no long-form continuation: the prompt, its text and the output must fit in the LM's context"),
+    ("no_repeat_ngram_size", "--no-repeat-ngram-size",
+     "its n-gram rule is not implemented for joint ids (use --repetition-penalty)"),
+    ("no_token_healing", "--no-token-healing", "it writes single audio ids, not acoustic-BPE pieces: nothing to heal"),
+)
+
+
+def _refuse_joint_options(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, the options a text+audio LM's engine does not have."""
+    given = [(flag, why) for name, flag, why in JOINT_REFUSED_OPTIONS if getattr(args, name, None) is not None]
+    if len(given) == 1:
+        flag, why = given[0]
+        raise ValueError(f"{flag} does not apply to a text+audio LM ({args.lm}): {why}; drop it.")
+    if given:
+        raise ValueError(f"{', '.join(flag for flag, _ in given)} do not apply to a text+audio LM ({args.lm}): "
+                         f"{'; '.join(f'{flag}: {why}' for flag, why in given)}; drop them.")
+
+
+def _joint_texts(texts: Optional[List[str]], inputs: Sequence[str]) -> Optional[List[str]]:
+    """The text before each prompt's audio span (None: no --text): one --text for every prompt, or one per prompt
+    in order; with no prompt file, exactly one (one clip is written)."""
+    if texts is None:
+        return None
+    if not inputs:
+        if len(texts) != 1:
+            raise ValueError(f"with no prompt file, continue writes one clip from one --text, but --text was given "
+                             f"{len(texts)} times; run it once per text.")
+        return list(texts)
+    if len(texts) == 1:
+        return list(texts) * len(inputs)
+    if len(texts) != len(inputs):
+        raise ValueError(f"--text was given {len(texts)} times for {len(inputs)} prompt files; give it once (the "
+                         "same text before every prompt) or once per prompt, in order.")
+    return list(texts)
+
+
+def _continue_joint(args: argparse.Namespace, prompts: Optional[List[np.ndarray]], rate: Optional[int],
+                    texts: Optional[List[str]], tiny: Any) -> Tuple[List[torch.Tensor], int]:
+    """The waveforms of a text+audio LM, exactly as `JointAudioContinuation.continue_audio` returns them, and
+    their sampling rate (the codec's, 16 kHz)."""
+    from semanticodec_hf.lm.joint_generation import JointAudioContinuation  # it imports this module
+
+    engine = JointAudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny)
+    codec_rate = engine.tokenizer.audio_tokenizer.sampling_rate
+    if rate is None:  # text only: no prompt to resample
+        rate = codec_rate
+    result = engine.continue_audio(
+        prompts, rate, args.seconds, texts=texts, seed=args.seed, num_inference_steps=args.steps,
+        sampler=args.sampler, min_seconds=args.min_seconds, allow_early_eos=args.allow_early_eos,
+        progress=not args.quiet, greedy=args.greedy, num_beams=args.num_beams, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+    return result["audio"], codec_rate
+
+
+def _continue_targets(inputs: Sequence[str], output: str) -> List[Path]:
+    """The wav each clip becomes (one file for one clip, one prompt or a text alone; else a folder of one wav per
+    prompt, named after it), refused before any work when a write would destroy something: an output that is a
+    prompt file, two prompts with one name, or, for a text alone, an OUTPUT that exists (the single positional
+    argument is OUTPUT then, and a forgotten OUTPUT would turn the meant prompt into it)."""
+    if not inputs:
+        if stat_kind(Path(output)) is not None:
+            raise ValueError(f"with --text and a single path, that path is OUTPUT, and {output} exists: to continue "
+                             f"it as a prompt, give an OUTPUT after it; to replace it, delete it first.")
+        return [Path(output)]
+    if len(inputs) == 1:
+        targets = [Path(output)]
+    else:
+        if stat_kind(Path(output)) == "file":
+            raise ValueError(f"several prompts need an output folder, but {output} is a file; name a folder.")
+        targets = [Path(output) / (Path(p).stem + ".wav") for p in inputs]
+    named = {}
+    for prompt, target in zip(inputs, targets):
+        if target in named:
+            raise ValueError(f"prompts {named[target]} and {prompt} would both be written to {target}; rename one.")
+        named[target] = prompt
+    try:
+        refuse_overwriting([Path(p) for p in inputs], [("output", target) for target in targets])
+    except CliError as error:
+        raise ValueError(str(error)) from None
+    return targets
+
+
 def run_continue(args: argparse.Namespace) -> int:
     """Read prompts, continue them in one batch, write OUTPUT (a file for one prompt, else a folder of wavs).
 
+    A text+audio LM folder (`is_joint_folder`) goes through `JointAudioContinuation`: `--text` before the audio
+    span, audio prompts, or both; with `--text` and no prompt file, OUTPUT is the only positional argument.
     Returns 0, or 2 with a one-line message for anything the user can fix (no partial output is left)."""
     use_threads(getattr(args, "threads", None))
     *inputs, output = args.prompts
+    texts = getattr(args, "text", None)
+    streamed = False
     try:
-        if not inputs:
-            raise ValueError("give at least one prompt file and an OUTPUT path.")
+        joint = is_joint_folder(args.lm)
+        if texts is not None and not joint:
+            raise ValueError(f"--text needs a text+audio LM (trained with model.keep_text_vocab: true); {args.lm} "
+                             "is an audio-only LM, which reads no text: drop --text.")
+        if not inputs and texts is None:
+            hint = " (or --text TEXT and OUTPUT: this is a text+audio LM)" if joint else ""
+            raise ValueError(f"give at least one prompt file and an OUTPUT path{hint}.")
         if args.tiny and args.codec:
             raise ValueError("give --codec PATH or --tiny (a random codec for smoke tests), not both.")
-        prompts, rate = _read_prompts(inputs)
+        if joint:
+            _refuse_joint_options(args)
+            texts = _joint_texts(texts, inputs)
+        targets = _continue_targets(inputs, output)
+        prompts, rate = _read_prompts(inputs) if inputs else (None, None)
         tiny = tiny_codec_tokenizer() if args.tiny else None
         if tiny is not None:
             tiny.model.to(args.device)
-        engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny,
-                                                   acoustic_lm=args.acoustic_lm)
-        result = engine.generate_continuation(
-            prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
-            sampler=args.sampler, greedy=args.greedy, num_beams=args.num_beams,
-            repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-            min_seconds=args.min_seconds, extend_stride=args.extend_stride, progress=not args.quiet,
-        )
-        if not result["streamed"]:
-            audio = engine.decode_result(result, progress=not args.quiet)["audio"]
+        if joint:
+            audio, codec_rate = _continue_joint(args, prompts, rate, texts, tiny)
+        else:
+            engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny,
+                                                       acoustic_lm=args.acoustic_lm)
+            result = engine.generate_continuation(
+                prompts, rate, args.seconds, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                seed=args.seed, allow_early_eos=args.allow_early_eos, num_inference_steps=args.steps,
+                sampler=args.sampler, greedy=args.greedy, num_beams=args.num_beams,
+                repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                min_seconds=args.min_seconds, extend_stride=args.extend_stride, progress=not args.quiet,
+                token_healing=not args.no_token_healing,
+            )
+            streamed, codec_rate = result["streamed"], engine.tokenizer.sampling_rate  # the audio's rate (16 kHz)
+            if not streamed:
+                audio = engine.decode_result(result, progress=not args.quiet)["audio"]
     except PromptError as error:
         print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as error:
         print(f"continue: error: {error}", file=sys.stderr)
         return 2
-    targets = [Path(output)] if len(inputs) == 1 else [Path(output) / (Path(p).stem + ".wav") for p in inputs]
-    codec_rate = engine.tokenizer.sampling_rate  # the rate of the audio (16 kHz)
     for row, target in enumerate(targets):
         try:  # a full disk or an unwritable folder is the user's to fix: one line, exit 2 (no partial file)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if result["streamed"]:  # long-form: decoded and written piece by piece, never held whole
+            if streamed:  # long-form: decoded and written piece by piece, never held whole
                 pieces = progress_bar(engine.audio_pieces(result, row), desc=f"decode {target.name}", unit="piece",
                                       quiet=args.quiet)
                 written = _write_pieces(target, pieces, codec_rate)

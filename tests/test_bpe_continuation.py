@@ -95,7 +95,11 @@ def _check(out, engine, prompts, seconds):
         cut = prompt.shape[0]
         assert torch.equal(out["audio"][row][:cut], out["prompt_reconstruction"][row])
         pieces = _pieces(out["ids"][row], layout)
-        assert pieces[: len(bpe.encode(prompt_codes[0].tolist()))] == bpe.encode(prompt_codes[0].tolist())
+        prompt_pieces = bpe.encode(prompt_codes[0].tolist())
+        healed = len(prompt_pieces) - 1  # token healing took the last prompt piece back ...
+        assert pieces[:healed] == prompt_pieces[:healed]
+        restated, taken_back = bpe.piece_ids(pieces[healed]), bpe.piece_ids(prompt_pieces[-1])
+        assert restated[: len(taken_back)] == taken_back  # ... and the first new piece starts with its ids
         assert 0 not in pieces and max(pieces) < bpe.vocab_size  # pieces only, never <unk>
         semantic = bpe.decode(pieces)  # valid semantic ids, at least the target (the last piece may pass it)
         assert len(semantic) >= out["target_frames"] and 0 <= min(semantic) and max(semantic) < 64
@@ -118,6 +122,13 @@ def test_a_bpe_lm_continues_through_the_stage_in_one_call_and_past_its_context(e
     # the same seed gives the same ids
     again = engine.generate_continuation(prompts, 16000, seconds=1.0, num_inference_steps=2, seed=3)
     assert torch.equal(again["ids"], out["ids"])
+    # without token healing the prompt's pieces are kept whole, and the output still starts with the prompt
+    plain = engine.generate_continuation(prompts, 16000, seconds=1.0, num_inference_steps=2, seed=3,
+                                         token_healing=False)
+    for row, codes in enumerate(plain["prompt_codes"]):
+        prompt_pieces = engine.acoustic_bpe.encode(codes[0].tolist())
+        assert _pieces(plain["ids"][row], engine.lm_layout)[: len(prompt_pieces)] == prompt_pieces
+        assert torch.equal(plain["codes"][row][:, : codes.shape[1]], codes)
     # past the context (64 positions of pieces): the window slides, lengths still count audio
     prompts = [_prompt(1.0, seed=4)]
     long = engine.continue_audio(prompts, 16000, seconds=6.0, num_inference_steps=2, seed=3, extend_stride=0.3)
@@ -203,6 +214,7 @@ def test_continue_command_with_a_bpe_lm(runs, tmp_path, capsys):
     assert sf.read(str(tmp_path / "long.wav"))[0].shape == (48000,)
     assert cli_main(common + ["--acoustic-lm", str(stage_dir), "--no-repeat-ngram-size", "3"]) == 2
     assert "--no-repeat-ngram-size" in capsys.readouterr().err
+    assert cli_main(common + ["--acoustic-lm", str(stage_dir), "--no-token-healing"]) == 0
 
 
 def test_a_bpe_lm_refuses_a_codec_of_another_vocabulary(runs):

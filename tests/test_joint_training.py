@@ -308,19 +308,10 @@ def test_the_readme_commands_run_as_written(tmp_path, monkeypatch):
     assert JointAudioTextTokenizer.from_pretrained(final).audio_layout == SemantiCodecVocabularyLayout(64, 128)
 
 
-def test_continue_names_the_joint_api_for_a_joint_lm(tmp_path, capsys):
-    from semanticodec_hf.lm.generate import main as continue_main
-
+def test_the_acoustic_stage_refuses_a_joint_lm_by_name(tmp_path):
+    """(`continue` takes a joint LM: tests/test_joint_continue_cli.py.)"""
     source_dir = make_tiny_text_lm(tmp_path / "text")
     main(["--config", str(_recipe(tmp_path, source_dir)), "--set", "train.max_steps=2"])
-    rate = 16000
-    import soundfile as sf
-
-    sf.write(tmp_path / "prompt.wav", np.zeros(rate // 2, dtype=np.float32), rate)
-    code = continue_main([str(tmp_path / "prompt.wav"), str(tmp_path / "out.wav"), "--lm",
-                          str(tmp_path / "run" / "final"), "--tiny", "--seconds", "1"])
-    assert code == 2 and not (tmp_path / "out.wav").exists()
-    assert "keep_text_vocab: true); continue it from Python with" in capsys.readouterr().err
     from semanticodec_hf.lm.acoustic_stage import AcousticStage
 
     with pytest.raises(ValueError, match="is a text\\+audio LM .* the acoustic stage is an audio-only LM"):

@@ -439,8 +439,12 @@ def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, tiny_tokenizer, c
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should go")
     capsys.readouterr()
-    assert cli_main(["continue", *prompts, str(blocker), "--lm", str(lm_dir), "--tiny", "--seconds", "1.5",
-                     "--steps", "5", "--quiet"]) == 2
+    common = ["--lm", str(lm_dir), "--tiny", "--seconds", "1.5", "--steps", "5", "--quiet"]
+    # a folder below a file: found only when writing (after generation), still one line
+    assert cli_main(["continue", *prompts, str(blocker / "sub"), *common]) == 2
     err = capsys.readouterr().err
-    assert f"continue: error: cannot write {blocker / 'a.wav'}" in err and "Traceback" not in err
+    assert f"continue: error: cannot write {blocker / 'sub' / 'a.wav'}" in err and "Traceback" not in err
+    # the file itself as the folder of several outputs: refused before any work
+    assert cli_main(["continue", *prompts, str(blocker), *common]) == 2
+    assert f"several prompts need an output folder, but {blocker} is a file" in capsys.readouterr().err
     assert blocker.read_text() == "a file where the output folder should go"
