@@ -35,9 +35,11 @@ is continued by `semanticodec_hf.lm.joint_generation.JointAudioContinuation`, wi
     semanticodec-hf continue out.wav --lm runs/lm-joint/final --seconds 4 --text "a dog barks"   # text only
 
 `--text` goes before the audio span, as the corpus put a clip's text (once for every prompt, or once per
-prompt); with no prompt file OUTPUT is the only positional argument and one clip is written. The whole output
-must fit in the LM's context, and `--extend-stride`, `--acoustic-lm` and `--no-repeat-ngram-size` are refused
-(that engine has no long-form sliding, acoustic stage or n-gram rule); `--text` with an audio LM is refused.
+prompt); with no prompt file OUTPUT is the only positional argument and one clip is written. A `--seconds` past
+the LM's context slides as for an audio LM (`--extend-stride`): the windows after the first hold the last audio
+frames only, as the training blocks after a clip's first do, so the text and the first window (text, prompt and
+one new frame) must fit in the context. `--acoustic-lm` and `--no-repeat-ngram-size` are refused (that engine
+has no acoustic stage or n-gram rule); `--text` with an audio LM is refused.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import argparse
 import math
 import numbers
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -246,12 +249,12 @@ def stride_frames_for(extend_stride: Optional[float], limit: int, config: Any) -
     as the LM's memory after a slide, so what it continues is mostly what it was writing; the price
     is one rebuild of the KV cache (one parallel forward pass over the kept window) per quarter context of
     new audio, which the benchmark shows is small next to writing the ids one by one."""
-    frame_rate = config.token_rate / 2
     context_frames = limit // 2
-    context_seconds = context_frames / frame_rate
-    if extend_stride is None:
+    if extend_stride is None:  # (no frame rate needed: `config` may be None then)
         return max(1, int(context_frames * DEFAULT_STRIDE_FRACTION))
     check_extend_stride(extend_stride)
+    frame_rate = config.token_rate / 2
+    context_seconds = context_frames / frame_rate
     frames = int(round(extend_stride * frame_rate))
     if frames < 1:
         raise ValueError(f"--extend-stride {extend_stride} is less than one frame ({1 / frame_rate:g} s at "
@@ -313,6 +316,9 @@ def generate_sliding(
     no_repeat_ngram_size: Optional[int] = None,
     device: str = "cpu",
     streamer: Optional[BaseStreamer] = None,
+    head_lengths: Optional[Sequence[int]] = None,
+    pattern_processor: Optional[Callable[..., Any]] = None,
+    eos_token_id: Optional[int] = None,
 ) -> Tuple[List[List[int]], int]:
     """Interleaved continuation past the LM's `limit` positions: returns each row's `<bos> ids <eos>` and the
     number of slides.
@@ -326,13 +332,25 @@ def generate_sliding(
     never change. Per row, the target and `min_frames` are shifted by the frames that slid out, so the pattern
     rules hold for the whole clip; `no_repeat_ngram_size` is given the slid-out semantic ids, so it holds over
     the whole clip too. The first window is the prompts with their `<bos>` when they leave room for a frame.
-    Sampling draws from torch's global generator (seed it once before the call)."""
+    Sampling draws from torch's global generator (seed it once before the call).
+
+    Another vocabulary (a text+audio LM's, lm/joint_generation.py) says where its audio starts and ends and how
+    its pattern is constrained: `head_lengths` (per row, the ids of `prompts` before the audio; they open the
+    first window and the returned row; default: the `<bos>`), `pattern_processor` (called with `target_frames`,
+    `allow_early_eos` and `min_frames` for each window; default `PatternLogitsProcessor(layout, "interleaved")`)
+    and `eos_token_id` (what closes a row; default `layout.eos_token_id`)."""
     if decoding.get("num_beams", 1) > 1:
         raise ValueError("beam search cannot be carried across a slide; use sampling or --greedy.")
-    bos, eos = layout.bos_token_id, layout.eos_token_id
-    bodies = [[int(i) for i in row[1:]] for row in prompts]  # audio ids after <bos>: whole frames
+    eos = layout.eos_token_id if eos_token_id is None else eos_token_id
+    if head_lengths is None:
+        heads = [[layout.bos_token_id] for _ in prompts]
+        bodies = [[int(i) for i in row[1:]] for row in prompts]  # audio ids after <bos>: whole frames
+    else:
+        heads = [[int(i) for i in row[:n]] for row, n in zip(prompts, head_lengths)]
+        bodies = [[int(i) for i in row[n:]] for row, n in zip(prompts, head_lengths)]
     if any(len(body) % 2 for body in bodies):
         raise ValueError("interleaved prompts must hold whole frames (an even number of audio ids after <bos>).")
+    make_pattern = pattern_processor or partial(PatternLogitsProcessor, layout, "interleaved")
     keep = limit // 2 - stride_frames
     if keep < 1 or stride_frames < 1:
         raise ValueError(f"stride_frames must be in 1..{limit // 2 - 1} for {limit} positions, got {stride_frames}.")
@@ -340,9 +358,9 @@ def generate_sliding(
     slides, first = 0, True
     while not all(finished):
         active = [i for i, done in enumerate(finished) if not done]
-        fits = first and 1 + max(len(bodies[i]) for i in active) + 2 <= limit  # the prompts and one more frame
+        fits = first and max(len(heads[i]) + len(bodies[i]) for i in active) + 2 <= limit  # prompts + a frame
         if fits:
-            windows, dropped = [[bos, *bodies[i]] for i in active], [0] * len(active)
+            windows, dropped = [[*heads[i], *bodies[i]] for i in active], [0] * len(active)
         else:
             windows = [bodies[i][-2 * keep:] for i in active]
             dropped = [(len(bodies[i]) - len(w)) // 2 for i, w in zip(active, windows)]
@@ -351,38 +369,42 @@ def generate_sliding(
         room = limit - max(map(len, windows))
         remaining = max(2 * (target_frames - len(bodies[i]) // 2) + 1 for i in active)
         new_tokens = remaining if remaining <= room else room - room % 2
-        processors: List[Any] = [PatternLogitsProcessor(
-            layout, "interleaved", target_frames=[target_frames - d for d in dropped],
+        processors: List[Any] = [make_pattern(
+            target_frames=[target_frames - d for d in dropped],
             allow_early_eos=allow_early_eos or min_frames is not None,
             min_frames=None if min_frames is None else [max(0, min_frames - d) for d in dropped],
         )]
         if no_repeat_ngram_size:
             history = [bodies[i][: 2 * d: 2] for i, d in zip(active, dropped)]  # semantic ids that slid out
             processors.append(SemanticNoRepeatNGramLogitsProcessor(layout, int(no_repeat_ngram_size), history))
-        written = generate_window(lm, layout, windows, new_tokens, processors, decoding, device, streamer)
+        written = generate_window(lm, layout, windows, new_tokens, processors, decoding, device, streamer,
+                                  eos_token_id=eos)
         for (new, ended), i in zip(written, active):
             bodies[i].extend(new)
             finished[i] = ended
-    return [[bos, *body, eos] for body in bodies], slides
+    return [[*head, *body, eos] for head, body in zip(heads, bodies)], slides
 
 
 def generate_window(lm: Any, layout: SemantiCodecVocabularyLayout, windows: Sequence[Sequence[int]], max_new_tokens: int,
                     processors: Sequence[Any], decoding: Dict[str, Any], device: str = "cpu",
-                    streamer: Optional[BaseStreamer] = None) -> List[Tuple[List[int], bool]]:
+                    streamer: Optional[BaseStreamer] = None,
+                    eos_token_id: Optional[int] = None) -> List[Tuple[List[int], bool]]:
     """One `generate` call of a long-form loop on left-padded `windows`: each row's new ids (cut before its
-    `<eos>`; the padding of a finished row comes after it) and whether it wrote `<eos>`."""
+    `<eos>`; the padding of a finished row comes after it) and whether it wrote `<eos>`. `eos_token_id`: what
+    ends a row when it is not `layout.eos_token_id` (a text+audio LM's `<|audio_end|>`)."""
+    eos = layout.eos_token_id if eos_token_id is None else eos_token_id
     batch = left_pad(windows, layout.pad_token_id)
     width = batch["input_ids"].shape[1]
     sequences = generate_with_mask(
         lm, batch["input_ids"].to(device), batch["attention_mask"].to(device),
         max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(list(processors)),
-        bos_token_id=layout.bos_token_id, eos_token_id=layout.eos_token_id, pad_token_id=layout.pad_token_id,
+        bos_token_id=layout.bos_token_id, eos_token_id=eos, pad_token_id=layout.pad_token_id,
         streamer=streamer, **decoding,
     ).cpu()
     written = []
     for row in sequences[:, width:].tolist():
-        ended = layout.eos_token_id in row
-        written.append((row[: row.index(layout.eos_token_id)] if ended else row, ended))
+        ended = eos in row
+        written.append((row[: row.index(eos)] if ended else row, ended))
     return written
 
 
@@ -408,6 +430,28 @@ def splice_pieces(prompt_audio: torch.Tensor, pieces: Iterable[torch.Tensor], sa
             out[lo - start: hi - start] += step * weights[lo - cut: hi - cut]
         start = end
         yield out
+
+
+def row_decode_settings(decode: Dict[str, Any], row: int) -> Tuple[Dict[str, Any], Optional[int]]:
+    """A result's codec decode settings (`seed` included) -> those without the seed, and row `row`'s seed: `seed +
+    row`, what a batch decode gives that row, so a row decoded alone sounds as in the batch."""
+    settings = dict(decode)
+    seed = settings.pop("seed")
+    return settings, None if seed is None else seed + row
+
+
+def stream_decode_row(codec_tokenizer: Any, result: Dict[str, Any], row: int,
+                      windows_per_chunk: int) -> Tuple[Iterator[torch.Tensor], int]:
+    """Row `row` of a continuation result (`codes`, `target_samples`, `decode`) as a streamed codec decode
+    (`processor.decode_stream`, `windows_per_chunk` decode windows a piece: memory does not grow with the
+    length) and its length in samples (the target, or less for a row that ended early)."""
+    config = codec_tokenizer.model.config
+    decode, seed = row_decode_settings(result["decode"], row)
+    codes = result["codes"][row]
+    total = min(result["target_samples"], config.output_num_samples(codes.shape[1]))
+    pieces = codec_tokenizer.processor.decode_stream(codec_tokenizer.model, codes, num_samples=total,
+                                                     windows_per_chunk=windows_per_chunk, seed=seed, **decode)
+    return pieces, total
 
 
 # ---------------------------------------------------------------------------------------------- acoustic BPE
@@ -922,18 +966,12 @@ class AudioContinuation:
         decode (`processor.decode_stream`, `windows_per_chunk` decode windows at a time, so memory does not grow
         with the length) with the prompt's own reconstruction spliced in front, as `continue_audio` does. The
         pieces joined equal the batch decode up to float32 rounding (same seed per row: `seed + row`)."""
-        tok, config = self.tokenizer, self.tokenizer.model.config
-        decode = dict(result["decode"])
-        seed = decode.pop("seed")
-        seed = None if seed is None else seed + row  # what a batch decode gives row `row`
-        codes = result["codes"][row]
         if prompt_reconstruction is None:
+            decode, seed = row_decode_settings(result["decode"], row)
             prompt_reconstruction = self.reconstruct([result["prompt_codes"][row]], [result["prompt_samples"][row]],
                                                      seed=None if seed is None else [seed], **decode)[0]
-        total = min(result["target_samples"], config.output_num_samples(codes.shape[1]))
-        pieces = tok.processor.decode_stream(tok.model, codes, num_samples=total,
-                                             windows_per_chunk=self.windows_per_chunk, seed=seed, **decode)
-        return splice_pieces(prompt_reconstruction, pieces, config.sampling_rate, total)
+        pieces, total = stream_decode_row(self.tokenizer, result, row, self.windows_per_chunk)
+        return splice_pieces(prompt_reconstruction, pieces, self.tokenizer.model.config.sampling_rate, total)
 
     def reconstruct(self, codes: Sequence[torch.Tensor], num_samples: Sequence[int], **decode: Any) -> List[torch.Tensor]:
         """The codec's reconstruction of each prompt alone, cut to the prompt's length (what `roundtrip` gives)."""
@@ -981,8 +1019,8 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
                         help="long-form continuation (a --seconds past the LM's context): each time the context is "
                              "full, drop this much of the oldest audio from the LM's window and continue from the "
                              "rest (default: a quarter of the context; more = fewer KV-cache rebuilds, less memory "
-                             "kept); must be smaller than the context. Audio-only LMs: a text+audio LM's output "
-                             "must fit in its context")
+                             "kept); must be smaller than the context. A text+audio LM's windows after the first "
+                             "hold audio only: its --text is read before the first slide")
     parser.add_argument("--seed", type=int, default=0, help="seed of LM sampling and of the codec's decoder")
     parser.add_argument("--allow-early-eos", action="store_true", help="stop a clip early when the LM writes <eos>")
     parser.add_argument("--acoustic-lm", metavar="PATH",
@@ -1037,8 +1075,6 @@ def _read_prompts(paths: Sequence[str]):
 # Options a text+audio LM cannot take (JointAudioContinuation has no such step): refused by name, never ignored.
 JOINT_REFUSED_OPTIONS = (
     ("acoustic_lm", "--acoustic-lm", "it has no acoustic stage (it writes interleaved ids, acoustic ones included)"),
-    ("extend_stride", "--extend-stride",
-     "it has no long-form continuation: the prompt, its text and the output must fit in the LM's context"),
     ("no_repeat_ngram_size", "--no-repeat-ngram-size",
      "its n-gram rule is not implemented for joint ids (use --repetition-penalty)"),
     ("no_token_healing", "--no-token-healing", "it writes single audio ids, not acoustic-BPE pieces: nothing to heal"),
@@ -1088,7 +1124,8 @@ def _continue_joint(args: argparse.Namespace, prompts: Optional[List[np.ndarray]
         prompts, rate, args.seconds, texts=texts, seed=args.seed, num_inference_steps=args.steps,
         sampler=args.sampler, min_seconds=args.min_seconds, allow_early_eos=args.allow_early_eos,
         progress=not args.quiet, greedy=args.greedy, num_beams=args.num_beams, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+        extend_stride=args.extend_stride)
     return result["audio"], codec_rate
 
 

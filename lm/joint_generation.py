@@ -13,15 +13,19 @@ the LM continues the audio span under `PatternLogitsProcessor`, the constraint e
 run on the span's ids translated into the audio layout (`JointPatternLogitsProcessor`): every position gets the
 right stream, text ids are never written inside the span and `<|audio_end|>` closes it after a whole frame.
 
-The whole continuation is one `generate` call, so it must fit in the LM's positions (no long-form sliding: a
-window cut out of a joint sequence would drop its text); there is no acoustic stage, n-gram rule or streamed
-decode either (the command line refuses `--extend-stride`, `--acoustic-lm` and `--no-repeat-ngram-size`).
+A continuation that fits in the LM's positions is one `generate` call. A longer one is generated long-form, as
+for audio LMs (`generate_sliding`, `extend_stride` seconds per slide): each later window is the row's last audio
+frames only, without `[bos] [text] <|audio_start|>`, which is how the training blocks after a clip's first look
+(see `JointAudioContinuation.generate_codes`); codes too long for one decode call are decoded as a stream. So the
+text conditions the first window only. There is no acoustic stage or n-gram rule (the command line refuses
+`--acoustic-lm` and `--no-repeat-ngram-size`).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,15 +38,20 @@ from semanticodec_hf.progress import progress_bar
 
 from .codec_access import check_decode_settings
 from .generate import (
+    AudioContinuation,
     GenerationProgress,
     PromptError,
+    check_extend_stride,
     check_seconds,
     decoding_arguments,
+    generate_sliding,
     left_pad,
     longest_fitting_seconds,
     min_frames_for,
     new_tokens_needed,
     prompt_lengths,
+    stream_decode_row,
+    stride_frames_for,
 )
 from .joint_corpus import JointAudioTextTokenizer
 from .masked_generate import generate_with_mask
@@ -53,7 +62,12 @@ class JointPatternLogitsProcessor:
     """`PatternLogitsProcessor` for joint text+audio ids: the ids after each row's last `<|audio_start|>` are
     translated into the audio layout (start -> `<bos>`, audio ids -> their layout ids, `<|audio_end|>` ->
     `<eos>`, text -> `<pad>`, which the engine skips), the engine's mask is computed there, and the allowed
-    semantic/acoustic ids and `<|audio_end|>` are mapped back; every other joint id (all text) is blocked."""
+    semantic/acoustic ids and `<|audio_end|>` are mapped back; every other joint id (all text) is blocked.
+
+    A long-form window after a slide holds no `<|audio_start|>` (only audio ids, left-padded with the text pad):
+    its ids translate to audio ids after `<pad>`, and the engine then counts from the first non-`<pad>` id
+    (`body_mask`), as for an audio LM's window without `<bos>`; the caller shifts `target_frames` / `min_frames`
+    by the frames that slid out."""
 
     def __init__(self, tokenizer: JointAudioTextTokenizer, **pattern_options: Any):
         layout, audio = tokenizer.layout, tokenizer.audio_layout
@@ -86,14 +100,15 @@ class JointPatternLogitsProcessor:
 
 
 class ContextOverflow(ValueError):
-    """A continuation longer than the LM's positions (`positions` needed, `limit` there); a joint LM has no
-    long-form sliding. `prompt_positions` / `prompt_frames` let a caller name the longest length that fits."""
+    """A continuation longer than the LM's positions (`positions` needed, `limit` there) that cannot slide past
+    them; `why` says why not and what to do (beam search, a pattern other than interleaved, or texts and prompts
+    that leave the first window no room for a frame). `prompt_positions` / `prompt_frames` let a caller name the
+    longest length that fits in one `generate` call."""
 
-    def __init__(self, positions: int, limit: int, prompt_positions: int, prompt_frames: Sequence[int]):
-        super().__init__(f"The continuation needs {positions} positions but the LM has {limit}; a text+audio LM "
-                         "continues in one generate call (no sliding past its context): ask for fewer frames, or "
-                         "give shorter prompts or texts.")
-        self.positions, self.limit = positions, limit
+    def __init__(self, positions: int, limit: int, prompt_positions: int, prompt_frames: Sequence[int],
+                 why: str = ""):
+        super().__init__(f"The continuation needs {positions} positions but the LM has {limit}: {why}")
+        self.positions, self.limit, self.why = positions, limit, why
         self.prompt_positions, self.prompt_frames = prompt_positions, list(prompt_frames)
 
 
@@ -179,43 +194,98 @@ class JointAudioContinuation:
     def generate_codes(self, prompt_codes: Sequence[Optional[torch.Tensor]], target_frames: int,
                        texts: Optional[Sequence[Optional[str]]] = None, seed: int = 0,
                        min_frames: Optional[int] = None, allow_early_eos: bool = False, progress: bool = False,
-                       **decoding: Any) -> Dict[str, Any]:
+                       extend_stride: Optional[float] = None, **decoding: Any) -> Dict[str, Any]:
         """Continue each row's audio span to `target_frames` frames (prompt frames included); returns `ids` (the
-        joint sequences) and `codes` (each row's whole audio span, prompt included, `[2, F]`). `decoding`:
-        `greedy`, `num_beams`, `temperature`, `top_k`, `top_p`, `repetition_penalty` (as `continue`);
-        `progress`: a bar over generation steps on stderr (not with beam search, which takes no streamer).
-        Raises `ContextOverflow` when the prompts and the continuation do not fit in the LM's positions."""
-        tokenizer, pattern = self.tokenizer, self.tokenizer.pattern
+        joint sequences, left-padded), `codes` (each row's whole audio span, prompt included, `[2, F]`),
+        `target_frames` and `slides` (0: one `generate` call). `decoding`: `greedy`, `num_beams`, `temperature`,
+        `top_k`, `top_p`, `repetition_penalty` (as `continue`); `progress`: a bar over generation steps on stderr
+        (not with beam search, which takes no streamer).
+
+        Past the LM's positions the continuation slides (`generate_sliding`; `extend_stride` seconds dropped per
+        slide, default a quarter of the context). Each window after the first is the row's last audio frames
+        only, starting on a semantic id, without `[bos] [text] <|audio_start|>`: lm/train.py cuts every joint
+        clip (packed or not) into blocks between frames and adds nothing, so the blocks after a clip's first
+        start inside its audio with none of them. An `<|audio_start|>` there would tell the LM a new span starts,
+        and a text before mid-clip audio is a form it never saw. So the text is read by the first window only:
+        texts need the first window (`[bos] [text] <|audio_start|>`, the prompt and one new frame) to fit in the
+        context. Targets and `min_frames` count over the whole clip (shifted by the frames that slid out).
+        Raises `ContextOverflow` past the positions for beam search, a pattern other than interleaved, or texts
+        whose first window does not fit."""
+        tokenizer, pattern, layout = self.tokenizer, self.tokenizer.pattern, self.tokenizer.layout
         texts = list(texts) if texts is not None else [None] * len(prompt_codes)
         if len(texts) != len(prompt_codes):
             raise ValueError(f"{len(texts)} texts for {len(prompt_codes)} prompts; give one (or None) per prompt.")
         self.check_texts(texts)
         arguments = decoding_arguments(**decoding)
+        check_extend_stride(extend_stride)
         frames = [0 if c is None else int(c.shape[1]) for c in prompt_codes]
         if any(f >= target_frames for f in frames):
             raise ValueError(f"target_frames {target_frames} must exceed every prompt's frames ({max(frames)}).")
         rows = [self.prompt_ids(c, t) for c, t in zip(prompt_codes, texts)]
-        batch = left_pad(rows, tokenizer.layout.pad_token_id)  # the text pad, or eos when it has none
+        batch = left_pad(rows, layout.pad_token_id)  # the text pad, or eos when it has none
         needed = max(new_tokens_needed(pattern, f, target_frames) for f in frames)
         width, limit = batch["input_ids"].shape[1], self.context
-        if limit is not None and width + needed > limit:  # past it GPT-2 fails on a position index, RoPE drifts
-            raise ContextOverflow(width + needed, limit, width, frames)
         beams = arguments["num_beams"]
-        processor = JointPatternLogitsProcessor(
-            tokenizer, target_frames=[target_frames] * (len(rows) * beams),
-            allow_early_eos=allow_early_eos or min_frames is not None,
-            min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams))
+        sliding = limit is not None and width + needed > limit  # past it GPT-2 fails on a position index, RoPE drifts
+        if sliding:
+            self._check_slidable(width + needed, limit, width, frames, any(texts), beams)
+            stride_frames = self.stride_frames(extend_stride, limit)
         show = progress and beams == 1
         bar = progress_bar(total=needed, desc="continue", unit="step", quiet=not show)
-        torch.manual_seed(seed)
-        sequences = generate_with_mask(
-            self.lm, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-            max_new_tokens=needed, logits_processor=LogitsProcessorList([processor]),
-            eos_token_id=tokenizer.layout.audio_end_id, pad_token_id=tokenizer.layout.pad_token_id,
-            streamer=GenerationProgress(bar) if show else None, **arguments).cpu()
+        streamer = GenerationProgress(bar) if show else None
+        slides = 0
+        if sliding:
+            torch.manual_seed(seed)
+            out, slides = generate_sliding(
+                self.lm, layout, rows, target_frames, limit, stride_frames, arguments,
+                allow_early_eos=allow_early_eos, min_frames=min_frames, device=self.device, streamer=streamer,
+                head_lengths=[len(row) - 2 * f for row, f in zip(rows, frames)],  # ids before the audio
+                pattern_processor=partial(JointPatternLogitsProcessor, tokenizer), eos_token_id=layout.audio_end_id)
+            sequences = left_pad(out, layout.pad_token_id)["input_ids"]
+        else:
+            processor = JointPatternLogitsProcessor(
+                tokenizer, target_frames=[target_frames] * (len(rows) * beams),
+                allow_early_eos=allow_early_eos or min_frames is not None,
+                min_frames=None if min_frames is None else [min_frames] * (len(rows) * beams))
+            torch.manual_seed(seed)
+            sequences = generate_with_mask(
+                self.lm, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                max_new_tokens=needed, logits_processor=LogitsProcessorList([processor]),
+                eos_token_id=layout.audio_end_id, pad_token_id=layout.pad_token_id, streamer=streamer,
+                **arguments).cpu()
         bar.close()
         codes = [self.span_codes(row) for row in sequences]
-        return {"ids": sequences, "codes": codes, "target_frames": target_frames}
+        return {"ids": sequences, "codes": codes, "target_frames": target_frames, "slides": slides}
+
+    def _check_slidable(self, positions: int, limit: int, width: int, frames: Sequence[int], texts: bool,
+                        beams: int) -> None:
+        """Raise `ContextOverflow` for a continuation past the context that cannot slide: beams, a pattern other
+        than interleaved, or texts whose first window (`width` ids: text, prompt) leaves no room for a frame."""
+        pattern = self.tokenizer.pattern
+        why = None
+        if beams > 1:
+            why = ("beam search cannot carry its beams across a slide of the context (long-form continuation); use "
+                   "sampling or --greedy for longer audio, or ask for less")
+        elif pattern != "interleaved":
+            why = (f"long-form continuation (sliding the context) needs the interleaved pattern; {pattern} writes "
+                   "every acoustic id after all semantic ids, so no window of it can be continued; ask for less")
+        elif texts and width + 2 > limit:
+            why = (f"the text is read by the first window only (the windows after a slide hold audio only, as the "
+                   f"training blocks after a clip's first do), and the first window ([bos] text <|audio_start|>, "
+                   f"the prompt and one new frame, for the batch's longest row) needs {width + 2} positions; use "
+                   f"a shorter text or prompt (or batch long prompts apart from texts), or no text")
+        if why is not None:
+            raise ContextOverflow(positions, limit, width, frames, why)
+
+    def stride_frames(self, extend_stride: Optional[float], limit: int) -> int:
+        """Frames one slide drops (`stride_frames_for`): `extend_stride` seconds at the codec's frame rate, or a
+        quarter of the context when None (which needs no codec)."""
+        model = self.tokenizer.audio_tokenizer.model
+        if extend_stride is not None and model is None:
+            raise ValueError("extend_stride is in seconds, which needs the codec's frame rate, and this engine has "
+                             "no codec (an ids-only tokenizer); load it with its codec, or leave extend_stride None "
+                             "(a quarter of the context).")
+        return stride_frames_for(extend_stride, limit, None if model is None else model.config)
 
     def span_codes(self, joint_ids: torch.Tensor) -> torch.Tensor:
         """The codes of the last audio span of a generated row (padding after `<|audio_end|>` dropped)."""
@@ -230,16 +300,21 @@ class JointAudioContinuation:
                        texts: Optional[Sequence[Optional[str]]] = None, seed: int = 0,
                        num_inference_steps: Optional[int] = None, sampler: Optional[str] = None,
                        min_seconds: Optional[float] = None, allow_early_eos: bool = False, progress: bool = False,
-                       **decoding: Any) -> Dict[str, Any]:
+                       extend_stride: Optional[float] = None, **decoding: Any) -> Dict[str, Any]:
         """Audio of `seconds` in total per row: each audio prompt (or none: `prompts=None` with `texts`) continued
         after its text, then decoded by the codec. Returns `audio` (16 kHz tensors: each row's whole span, prompt
-        codes included, decoded in one call; unlike `AudioContinuation` no separate prompt reconstruction is
-        spliced in front), `codes` and `ids`. `allow_early_eos` / `min_seconds` let a row end early, as for
-        `continue`; `progress`: bars over generation and decoding steps on stderr.
+        codes included; unlike `AudioContinuation` no separate prompt reconstruction is spliced in front), `codes`,
+        `ids`, `slides`, `streamed`, `target_samples` and `decode` (the codec decoder's settings).
+        `allow_early_eos` / `min_seconds` let a row end early, as for `continue`; `progress`: bars over generation
+        and decoding steps on stderr. Past the LM's context the continuation slides (`generate_codes`,
+        `extend_stride` seconds per slide); after a slide, or for codes longer than one decode call takes
+        (`processor.streams_decode`), each row is decoded as a stream (`audio_pieces`, the decoder's memory
+        bounded) and joined: only the waveforms are held, as `AudioContinuation.continue_audio` holds them.
 
-        Checked before any audio is encoded: the decoder settings, `seconds` and the decoding choice, the texts
-        against the LM's corpus (`check_texts`), each prompt's length (`prompt_lengths`); the LM's context after
-        encoding (its message names the longest `--seconds` that fits)."""
+        Checked before any audio is encoded: the decoder settings, `seconds`, the decoding choice and
+        `extend_stride` (against the context too), the texts against the LM's corpus (`check_texts`), each
+        prompt's length (`prompt_lengths`); after encoding, what cannot slide (`ContextOverflow`: its message
+        names the longest `--seconds` that fits in one generate call)."""
         audio_tokenizer = self.tokenizer.audio_tokenizer
         if audio_tokenizer.model is None:
             raise ValueError("This engine has no codec (an ids-only tokenizer); load it with a codec to make audio.")
@@ -250,6 +325,9 @@ class JointAudioContinuation:
         check_decode_settings(audio_tokenizer.model, num_inference_steps, sampler)
         check_seconds(seconds)
         decoding_arguments(**decoding)  # a typo costs no encoding (generate_codes uses them)
+        check_extend_stride(extend_stride)
+        if self.context is not None:
+            self.stride_frames(extend_stride, self.context)  # a stride past the context: refused before encoding
         min_frames = min_frames_for(min_seconds, seconds, config)
         self.check_texts(texts)
         if prompts is None:
@@ -267,23 +345,39 @@ class JointAudioContinuation:
         target_frames = config.frame_budget(target_samples)
         try:
             result = self.generate_codes(prompt_codes, target_frames, texts=texts, seed=seed, min_frames=min_frames,
-                                         allow_early_eos=allow_early_eos, progress=progress, **decoding)
+                                         allow_early_eos=allow_early_eos, progress=progress,
+                                         extend_stride=extend_stride, **decoding)
         except ContextOverflow as error:
             fits = longest_fitting_seconds(self.tokenizer.pattern, error.prompt_positions, error.prompt_frames,
                                            max(prompt_samples), config, error.limit)
-            advice = (f"--seconds {fits:.2f} is the longest that fits with these prompts" if fits is not None else
-                      "the prompts alone leave no room for a continuation; use shorter prompts or texts")
-            raise ValueError(f"--seconds {seconds} needs {error.positions} positions but the LM has {error.limit}: "
-                             f"{advice}. A text+audio LM continues in one generate call (no long-form sliding past "
-                             "its context).") from None
+            one_call = "" if fits is None else (f" (--seconds {fits:.2f} is the longest that fits in one generate "
+                                                "call with these prompts)")
+            raise ValueError(f"--seconds {seconds} needs {error.positions} positions but the LM has {error.limit} and "
+                             f"this continuation cannot slide past them: {error.why}{one_call}.") from None
         decode = dict(num_inference_steps=num_inference_steps, seed=seed)
         if sampler is not None:
             decode["sampler"] = sampler
-        waves = audio_tokenizer.processor.decode_codes(audio_tokenizer.model, result["codes"], progress=progress,
-                                                       **decode)
-        result["audio"] = [w[: min(target_samples, config.output_num_samples(c.shape[1]))]
-                           for w, c in zip(waves, result["codes"])]
+        codes = result["codes"]
+        streamed = result["slides"] > 0 or any(audio_tokenizer.processor.streams_decode(config, c.shape[1])
+                                               for c in codes)
+        result.update(target_samples=target_samples, decode=decode, streamed=streamed)
+        if streamed:
+            result["audio"] = [torch.cat(list(progress_bar(self.audio_pieces(result, row), desc="decode",
+                                                           unit="piece", quiet=not progress)))
+                               for row in range(len(codes))]
+        else:
+            waves = audio_tokenizer.processor.decode_codes(audio_tokenizer.model, codes, progress=progress, **decode)
+            result["audio"] = [w[: min(target_samples, config.output_num_samples(c.shape[1]))]
+                               for w, c in zip(waves, codes)]
         return result
+
+    windows_per_chunk = AudioContinuation.windows_per_chunk  # decode windows per piece of a streamed decode
+
+    def audio_pieces(self, result: Dict[str, Any], row: int) -> Iterator[torch.Tensor]:
+        """Row `row` of a `continue_audio` result as consecutive waveform pieces (16 kHz): the codec's streamed
+        decode (`windows_per_chunk` decode windows a piece, so memory does not grow with the length), equal to
+        the batch decode up to float32 rounding (same seed per row: `seed + row`)."""
+        return stream_decode_row(self.tokenizer.audio_tokenizer, result, row, self.windows_per_chunk)[0]
 
 
 __all__ = ["ContextOverflow", "JointAudioContinuation", "JointPatternLogitsProcessor", "trained_text_position"]

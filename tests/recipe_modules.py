@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import List
+from typing import List, Optional, Sequence
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -38,6 +38,34 @@ def import_recipe(name: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(RECIPES))
+
+
+def train_tiny_joint_lm(root: Path, positions: Optional[int] = None, settings: Sequence[str] = ()) -> Path:
+    """The final folder of a 2-step run of recipes/lm_joint_tiny_cpu.yaml (the random tiny codec's layout, so
+    `--tiny` decodes it) from `make_tiny_text_lm`'s random text LM, in `root`: no network, seconds, one torch
+    thread. `positions`: the text LM's context cut to that many positions (its position table re-drawn) and the
+    blocks with it, so that a second of audio already fills the context; `settings`: more `--set` values."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from semanticodec_hf.lm.train import main as train_main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        text_lm = import_recipe("make_tiny_text_lm").make_tiny_text_lm(root / "text")
+        extra = list(settings)
+        if positions is not None:
+            AutoModelForCausalLM.from_pretrained(text_lm, n_positions=positions, ignore_mismatched_sizes=True
+                                                 ).save_pretrained(text_lm)
+            extra.append(f"data.block_size={positions}")
+        train_main(["--config", str(RECIPES / "lm_joint_tiny_cpu.yaml"), "--output-dir", str(root / "run"),
+                    "--set", f"model.init_from={text_lm}", "train.max_steps=2", "train.eval_every=2",
+                    "train.save_every=2", "train.warmup_steps=1", "train.global_batch_size=2",
+                    "data.synthetic.num_clips=16", "train.log_with=[]", *extra])
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run" / "final"
 
 
 def run_killed_after_step(module: str, step: int, args: List[str], cwd: Path) -> subprocess.CompletedProcess:

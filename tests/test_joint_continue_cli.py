@@ -1,6 +1,7 @@
 """`semanticodec-hf continue` / `python lm/generate.py` on a text+audio LM (`model.keep_text_vocab: true`): audio
 prompts, `--text` before the audio span, or a text alone, written exactly as `JointAudioContinuation` makes them;
-`--text` with an audio-only LM and the options that engine lacks refused by name, before any model work.
+`--text` with an audio-only LM and the options that engine lacks refused by name, before any model work
+(its long-form sliding: tests/test_joint_long_form.py).
 
 One tiny joint LM per module: recipes/lm_joint_tiny_cpu.yaml (the random tiny codec's layout, so `--tiny`
 decodes it) trained for 2 steps from recipes/make_tiny_text_lm.py's random text LM: no network, seconds."""
@@ -141,9 +142,8 @@ def test_text_with_an_audio_only_lm_is_refused(audio_lm, tmp_path, capsys):
 
 @pytest.mark.parametrize("option,value,why", [
     ("--acoustic-lm", "stage", "it has no acoustic stage"),
-    ("--extend-stride", "0.5", "it has no long-form continuation"),
     ("--no-repeat-ngram-size", "2", "its n-gram rule is not implemented for joint ids"),
-], ids=["acoustic-lm", "extend-stride", "no-repeat-ngram-size"])
+], ids=["acoustic-lm", "no-repeat-ngram-size"])
 def test_options_the_joint_engine_lacks_are_refused_by_name(joint_lm, tmp_path, capsys, monkeypatch, option, value,
                                                             why):
     monkeypatch.setattr(JointAudioContinuation, "from_pretrained",
@@ -162,28 +162,31 @@ def test_refused_options_are_named_together(joint_lm, tmp_path, capsys):
     prompt = str(_prompt_file(tmp_path / "p.wav", 0.4))
     capsys.readouterr()
     assert continue_main([prompt, str(tmp_path / "out.wav"), "--lm", str(joint_lm), "--seconds", "0.8",
-                          "--extend-stride", "0.5", "--no-repeat-ngram-size", "2", *DECODE]) == 2
+                          "--acoustic-lm", "stage", "--no-repeat-ngram-size", "2", *DECODE]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"continue: error: --extend-stride, --no-repeat-ngram-size do not apply to a text+audio LM "
-                          f"({joint_lm}): --extend-stride: it has no long-form") and err.endswith("; drop them.\n")
+    assert err.startswith(f"continue: error: --acoustic-lm, --no-repeat-ngram-size do not apply to a text+audio LM "
+                          f"({joint_lm}): --acoustic-lm: it has no acoustic stage") and err.endswith("; drop them.\n")
 
 
-def test_a_request_past_the_context_names_the_seconds_that_fit(joint_lm, tmp_path, capsys):
-    """The joint engine does not slide: past its 256 positions the command says how long fits, and that works."""
+def test_beams_past_the_context_name_the_seconds_that_fit(joint_lm, tmp_path, capsys):
+    """Beam search cannot slide: past the LM's 256 positions the command says how long fits in one generate call,
+    and that works (sampling slides instead: tests/test_joint_long_form.py)."""
     prompt = str(_prompt_file(tmp_path / "p.wav", 0.4))
     capsys.readouterr()
     assert continue_main([prompt, str(tmp_path / "out.wav"), "--lm", str(joint_lm), "--seconds", "5", "--text",
-                          "a dog barks", *DECODE]) == 2
+                          "a dog barks", "--num-beams", "2", *DECODE]) == 2
     err = capsys.readouterr().err  # after the --tiny warning and the LM's loading bar: one error line
-    fits = re.search(r"^continue: error: --seconds 5\.0 needs \d+ positions but the LM has 256: --seconds (\d+\.\d\d) "
-                     r"is the longest that fits with these prompts\. A text\+audio LM continues in one generate "
-                     r"call \(no long-form sliding past its context\)\.\n\Z", err, flags=re.M)
+    fits = re.search(r"^continue: error: --seconds 5\.0 needs \d+ positions but the LM has 256 and this continuation "
+                     r"cannot slide past them: beam search cannot carry its beams across a slide of the context "
+                     r"\(long-form continuation\); use sampling or --greedy for longer audio, or ask for less "
+                     r"\(--seconds (\d+\.\d\d) is the longest that fits in one generate call with these prompts\)\.\n\Z",
+                     err, flags=re.M)
     assert fits and err.count("error") == 1, err
     assert not (tmp_path / "out.wav").exists()
     seconds = float(fits.group(1))
     assert 1.0 < seconds < 5.0
     assert continue_main([prompt, str(tmp_path / "out.wav"), "--lm", str(joint_lm), "--seconds", str(seconds),
-                          "--text", "a dog barks", "--quiet", *DECODE]) == 0
+                          "--text", "a dog barks", "--num-beams", "2", "--quiet", *DECODE]) == 0
     assert sf.read(str(tmp_path / "out.wav"))[0].shape == (int(round(seconds * RATE)),)
 
 
@@ -224,10 +227,11 @@ def test_every_decoding_option_reaches_the_joint_engine(joint_lm, tmp_path, monk
     assert calls == [(None, RATE, 1.5, dict(
         texts=["hi"], seed=5, num_inference_steps=4, sampler="dpmsolver++", min_seconds=0.7, allow_early_eos=True,
         progress=False, greedy=True, num_beams=2, temperature=None, top_k=None, top_p=None,
-        repetition_penalty=1.3))]
+        repetition_penalty=1.3, extend_stride=None))]
     assert sf.read(str(tmp_path / "out.wav"))[0].shape == (RATE // 2,)
     calls.clear()  # (a new OUTPUT: with a text alone an existing one is refused, tests/test_continue_output_safety.py)
     assert continue_main([str(tmp_path / "out2.wav"), "--lm", str(joint_lm), "--seconds", "1.5", "--text", "hi",
-                          "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9"]) == 0
-    assert {k: calls[0][3][k] for k in ("temperature", "top_k", "top_p", "greedy", "num_beams", "progress")} == dict(
-        temperature=0.8, top_k=20, top_p=0.9, greedy=False, num_beams=1, progress=True)
+                          "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--extend-stride", "0.5"]) == 0
+    assert {k: calls[0][3][k] for k in ("temperature", "top_k", "top_p", "greedy", "num_beams", "progress",
+                                        "extend_stride")} == dict(
+        temperature=0.8, top_k=20, top_p=0.9, greedy=False, num_beams=1, progress=True, extend_stride=0.5)
