@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from codec_recording import record_decodes
 from fixed_score_lms import fixed_score_lm
 from recipe_modules import train_tiny_joint_lm
 from semanticodec_hf.lm.codec_access import tiny_codec_tokenizer
@@ -149,24 +150,13 @@ def test_what_cannot_slide_is_refused_with_what_to_do(engine, monkeypatch):
 # ---------------------------------------------------------------------------------------------- audio
 def test_long_output_is_the_exact_length_and_decoded_as_a_stream(engine, monkeypatch):
     model = engine.tokenizer.audio_tokenizer.model
-    batch_frames, pieces = [], []
-    decode, decode_stream = model.decode, model.decode_stream
-    monkeypatch.setattr(model, "decode", lambda codes, *a, **k: batch_frames.append(codes.shape[-1]) or
-                        decode(codes, *a, **k))
-
-    def stream(*args, **kwargs):
-        for piece in decode_stream(*args, **kwargs):
-            pieces.append(piece.shape[-1])
-            yield piece
-
-    monkeypatch.setattr(model, "decode_stream", stream)
+    batch_frames, pieces = record_decodes(monkeypatch, model)
     monkeypatch.setattr(engine, "windows_per_chunk", 1)
     out = engine.continue_audio([_prompt(0.3, 1), _prompt(0.2, 2)], RATE, 1.5, texts=["a dog barks"] * 2, seed=4,
                                 num_inference_steps=2)
     assert out["slides"] > 0 and out["streamed"]
     assert [a.shape for a in out["audio"]] == [(24000,), (24000,)] and sum(pieces) == 48000
     assert batch_frames == [] and len(pieces) >= 2  # each row streamed, never in one batched decode call
-    monkeypatch.setattr(model, "decode", decode)
     processor = engine.tokenizer.audio_tokenizer.processor
     batched = processor.decode_codes(model, out["codes"], seed=4, num_inference_steps=2)
     for row in range(2):  # the streamed decode is the batch decode (its seed per row) up to float32 rounding

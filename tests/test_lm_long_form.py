@@ -15,6 +15,7 @@ from semanticodec_hf.lm.generate import (
     stride_frames_for,
 )
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
+from codec_recording import record_decodes
 from fixed_score_lms import fixed_score_lm
 from test_lm_generate import _random_lm
 
@@ -232,17 +233,8 @@ def test_long_output_is_decoded_and_written_in_pieces_of_bounded_size(tmp_path, 
     sf.write(str(prompt), _prompt(0.5), 16000)
     monkeypatch.setattr(AudioContinuation, "windows_per_chunk", 1)
     monkeypatch.setattr("semanticodec_hf.lm.generate.tiny_codec_tokenizer", lambda: tiny_tokenizer)
-    batch_frames, pieces, writes = [], [], []
-    decode, decode_stream, write = model.decode, model.decode_stream, sf.SoundFile.write
-    monkeypatch.setattr(model, "decode", lambda codes, *a, **k: batch_frames.append(codes.shape[-1]) or
-                        decode(codes, *a, **k))
-
-    def stream(*args, **kwargs):
-        for piece in decode_stream(*args, **kwargs):
-            pieces.append(piece.shape[-1])
-            yield piece
-
-    monkeypatch.setattr(model, "decode_stream", stream)
+    batch_frames, pieces = record_decodes(monkeypatch, model)
+    writes, write = [], sf.SoundFile.write
     monkeypatch.setattr(sf.SoundFile, "write", lambda self, data: writes.append(len(data)) or write(self, data))
     out = tmp_path / "out.wav"
     assert cli_main(["continue", str(prompt), str(out), "--lm", str(lm_dir), "--tiny", "--seconds", "11",
