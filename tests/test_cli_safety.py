@@ -318,6 +318,17 @@ def test_info_reads_headers_without_importing_torch(tmp_path):
     assert "checksum ok" in lines[0] and json.loads(lines[-1]) == []
 
 
+def test_info_lists_a_file_named_twice_once(tmp_path, capsys):
+    from semanticodec_hf.cli import main as cli_main
+
+    sct = sct_file(tmp_path / "a.sct", 50)
+    capsys.readouterr()
+    assert cli_main(["info", str(sct), str(tmp_path / "." / "a.sct"), str(tmp_path / "*.sct"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_frames"] > 0  # one record (a list would mean several files)
+    assert "skipped 2 inputs named again" in captured.err
+
+
 def test_the_lazy_package_still_registers_the_auto_classes_and_exports_its_classes():
     probe = ("import semanticodec_hf, sys; assert 'torch' not in sys.modules; "
              "from transformers import AutoConfig; print(type(AutoConfig.for_model('semanticodec')).__name__); "
