@@ -1111,22 +1111,21 @@ def _joint_texts(texts: Optional[List[str]], inputs: Sequence[str]) -> Optional[
 
 
 def _continue_joint(args: argparse.Namespace, prompts: Optional[List[np.ndarray]], rate: Optional[int],
-                    texts: Optional[List[str]], tiny: Any) -> Tuple[List[torch.Tensor], int]:
-    """The waveforms of a text+audio LM, exactly as `JointAudioContinuation.continue_audio` returns them, and
-    their sampling rate (the codec's, 16 kHz)."""
+                    texts: Optional[List[str]], tiny: Any) -> Tuple[Any, Dict[str, Any]]:
+    """A text+audio LM's engine and its `generate_continuation` result (no audio yet: the caller decodes it, or
+    writes a streamed result's `audio_pieces` as they come, as for audio-only LMs)."""
     from semanticodec_hf.lm.joint_generation import JointAudioContinuation  # it imports this module
 
     engine = JointAudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny)
-    codec_rate = engine.tokenizer.audio_tokenizer.sampling_rate
     if rate is None:  # text only: no prompt to resample
-        rate = codec_rate
-    result = engine.continue_audio(
+        rate = engine.tokenizer.audio_tokenizer.sampling_rate
+    result = engine.generate_continuation(
         prompts, rate, args.seconds, texts=texts, seed=args.seed, num_inference_steps=args.steps,
         sampler=args.sampler, min_seconds=args.min_seconds, allow_early_eos=args.allow_early_eos,
         progress=not args.quiet, greedy=args.greedy, num_beams=args.num_beams, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         extend_stride=args.extend_stride)
-    return result["audio"], codec_rate
+    return engine, result
 
 
 def _continue_targets(inputs: Sequence[str], output: str) -> List[Path]:
@@ -1166,7 +1165,6 @@ def run_continue(args: argparse.Namespace) -> int:
     use_threads(getattr(args, "threads", None))
     *inputs, output = args.prompts
     texts = getattr(args, "text", None)
-    streamed = False
     try:
         joint = is_joint_folder(args.lm)
         if texts is not None and not joint:
@@ -1186,7 +1184,8 @@ def run_continue(args: argparse.Namespace) -> int:
         if tiny is not None:
             tiny.model.to(args.device)
         if joint:
-            audio, codec_rate = _continue_joint(args, prompts, rate, texts, tiny)
+            engine, result = _continue_joint(args, prompts, rate, texts, tiny)
+            codec_rate = engine.tokenizer.audio_tokenizer.sampling_rate  # the audio's rate (16 kHz)
         else:
             engine = AudioContinuation.from_pretrained(args.lm, args.codec, device=args.device, codec_tokenizer=tiny,
                                                        acoustic_lm=args.acoustic_lm)
@@ -1198,9 +1197,10 @@ def run_continue(args: argparse.Namespace) -> int:
                 min_seconds=args.min_seconds, extend_stride=args.extend_stride, progress=not args.quiet,
                 token_healing=not args.no_token_healing,
             )
-            streamed, codec_rate = result["streamed"], engine.tokenizer.sampling_rate  # the audio's rate (16 kHz)
-            if not streamed:
-                audio = engine.decode_result(result, progress=not args.quiet)["audio"]
+            codec_rate = engine.tokenizer.sampling_rate  # the audio's rate (16 kHz)
+        streamed = result["streamed"]
+        if not streamed:
+            audio = engine.decode_result(result, progress=not args.quiet)["audio"]
     except PromptError as error:
         print(f"continue: error: {inputs[error.index]}: {error.message}", file=sys.stderr)
         return 2

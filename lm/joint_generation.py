@@ -296,20 +296,15 @@ class JointAudioContinuation:
         return self.tokenizer.joint.ids_to_codes(ids[start:end + 1] if end < len(ids) else ids[start:])
 
     # ------------------------------------------------------------------------------------ audio
-    def continue_audio(self, prompts: Optional[Sequence[np.ndarray]], sampling_rate: int, seconds: float,
+    def generate_continuation(self, prompts: Optional[Sequence[np.ndarray]], sampling_rate: int, seconds: float,
                        texts: Optional[Sequence[Optional[str]]] = None, seed: int = 0,
                        num_inference_steps: Optional[int] = None, sampler: Optional[str] = None,
                        min_seconds: Optional[float] = None, allow_early_eos: bool = False, progress: bool = False,
                        extend_stride: Optional[float] = None, **decoding: Any) -> Dict[str, Any]:
-        """Audio of `seconds` in total per row: each audio prompt (or none: `prompts=None` with `texts`) continued
-        after its text, then decoded by the codec. Returns `audio` (16 kHz tensors: each row's whole span, prompt
-        codes included; unlike `AudioContinuation` no separate prompt reconstruction is spliced in front), `codes`,
-        `ids`, `slides`, `streamed`, `target_samples` and `decode` (the codec decoder's settings).
-        `allow_early_eos` / `min_seconds` let a row end early, as for `continue`; `progress`: bars over generation
-        and decoding steps on stderr. Past the LM's context the continuation slides (`generate_codes`,
-        `extend_stride` seconds per slide); after a slide, or for codes longer than one decode call takes
-        (`processor.streams_decode`), each row is decoded as a stream (`audio_pieces`, the decoder's memory
-        bounded) and joined: only the waveforms are held, as `AudioContinuation.continue_audio` holds them.
+        """The LM half of `continue_audio` (same arguments): checks, encodes the prompts and generates; returns
+        `codes`, `ids`, `slides`, `streamed`, `target_samples` and `decode` (the codec decoder's settings), no
+        audio yet: `decode_result` adds it, or, for a `streamed` result, write `audio_pieces` row by row as they
+        come (the command line does), so minutes of output are never held whole.
 
         Checked before any audio is encoded: the decoder settings, `seconds`, the decoding choice and
         `extend_stride` (against the context too), the texts against the LM's corpus (`check_texts`), each
@@ -361,7 +356,15 @@ class JointAudioContinuation:
         streamed = result["slides"] > 0 or any(audio_tokenizer.processor.streams_decode(config, c.shape[1])
                                                for c in codes)
         result.update(target_samples=target_samples, decode=decode, streamed=streamed)
-        if streamed:
+        return result
+
+    def decode_result(self, result: Dict[str, Any], progress: bool = False) -> Dict[str, Any]:
+        """Add `audio` to a `generate_continuation` result: one batched codec decode, or for a `streamed` result
+        each row's `audio_pieces` joined (the decoder's memory bounded; only the waveforms are held)."""
+        audio_tokenizer = self.tokenizer.audio_tokenizer
+        config, codes, decode = audio_tokenizer.model.config, result["codes"], result["decode"]
+        target_samples = result["target_samples"]
+        if result["streamed"]:
             result["audio"] = [torch.cat(list(progress_bar(self.audio_pieces(result, row), desc="decode",
                                                            unit="piece", quiet=not progress)))
                                for row in range(len(codes))]
@@ -370,6 +373,25 @@ class JointAudioContinuation:
             result["audio"] = [w[: min(target_samples, config.output_num_samples(c.shape[1]))]
                                for w, c in zip(waves, codes)]
         return result
+
+    def continue_audio(self, prompts: Optional[Sequence[np.ndarray]], sampling_rate: int, seconds: float,
+                       texts: Optional[Sequence[Optional[str]]] = None, seed: int = 0,
+                       num_inference_steps: Optional[int] = None, sampler: Optional[str] = None,
+                       min_seconds: Optional[float] = None, allow_early_eos: bool = False, progress: bool = False,
+                       extend_stride: Optional[float] = None, **decoding: Any) -> Dict[str, Any]:
+        """Audio of `seconds` in total per row: each audio prompt (or none: `prompts=None` with `texts`) continued
+        after its text, then decoded by the codec (`generate_continuation`, then `decode_result`). Returns `audio`
+        (16 kHz tensors: each row's whole span, prompt codes included; unlike `AudioContinuation` no separate
+        prompt reconstruction is spliced in front), `codes`, `ids`, `slides`, `streamed`, `target_samples` and
+        `decode`. `allow_early_eos` / `min_seconds` let a row end early, as for `continue`; `progress`: bars over
+        generation and decoding steps on stderr. Past the LM's context the continuation slides (`extend_stride`
+        seconds per slide); after a slide, or for codes longer than one decode call takes
+        (`processor.streams_decode`), each row is decoded as a stream (`audio_pieces`) and joined."""
+        result = self.generate_continuation(
+            prompts, sampling_rate, seconds, texts=texts, seed=seed, num_inference_steps=num_inference_steps,
+            sampler=sampler, min_seconds=min_seconds, allow_early_eos=allow_early_eos, progress=progress,
+            extend_stride=extend_stride, **decoding)
+        return self.decode_result(result, progress=progress)
 
     windows_per_chunk = AudioContinuation.windows_per_chunk  # decode windows per piece of a streamed decode
 

@@ -215,9 +215,12 @@ def test_every_decoding_option_reaches_the_joint_engine(joint_lm, tmp_path, monk
     class Engine:
         tokenizer = type("T", (), {"audio_tokenizer": type("A", (), {"sampling_rate": RATE})()})()
 
-        def continue_audio(self, prompts, rate, seconds, **options):
+        def generate_continuation(self, prompts, rate, seconds, **options):
             calls.append((prompts, rate, seconds, options))
-            return {"audio": [torch.zeros(RATE // 2)]}
+            return {"streamed": False}
+
+        def decode_result(self, result, progress=False):
+            return {**result, "audio": [torch.zeros(RATE // 2)]}
 
     monkeypatch.setattr(JointAudioContinuation, "from_pretrained", classmethod(lambda *a, **k: Engine()))
     assert continue_main([str(tmp_path / "out.wav"), "--lm", str(joint_lm), "--seconds", "1.5", "--text", "hi",

@@ -168,6 +168,7 @@ def test_the_command_slides_a_joint_lm_with_extend_stride(short_joint_lm, tmp_pa
     out = tmp_path / "out.wav"
     assert continue_main([str(prompt), str(out), "--lm", str(short_joint_lm), "--seconds", "1.5", "--text",
                           "a dog barks", "--extend-stride", "0.2", *DECODE]) == 0
+    assert "slides, streamed" in capsys.readouterr().out  # written piece by piece, as for audio-only LMs
     written, rate = sf.read(str(out))
     assert rate == RATE and written.shape == (24000,) and np.abs(written).max() > 0
     engine = JointAudioContinuation.from_pretrained(short_joint_lm, codec_tokenizer=tiny_codec_tokenizer())
