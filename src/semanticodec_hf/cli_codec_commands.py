@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from .cli_audio_io import check_audio_output, read_audio, write_audio, write_failure
-from .cli_jobs import CliError, Job, audio_suffixes, entry_key, expand, plural, refuse_overwriting
+from .cli_jobs import CliError, Job, audio_suffixes, expand, first_mentions, named_again_note, refuse_overwriting
 from .cli_runner import (Outcome, Reported, fail, jobs_for, load_codec, log, note, prepare_outputs, run_jobs,
                          set_decoder_dtype)
 from .code_files import CODE_SUFFIXES, CodeItem, read_code_item, read_sct_item, save_codes
@@ -261,16 +261,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .sct_format import HEADER_SIZE, SctFormatError, read_sct
 
     notes: List[str] = []
-    paths, seen, repeated = [], set(), []
-    for path in (path for pattern in args.inputs for path, _ in expand(pattern, (".sct",), notes)):
-        if entry_key(path) in seen:  # the same file named again (`a.sct ./a.sct`, a folder and a glob over it)
-            repeated.append(str(path))
-            continue
-        seen.add(entry_key(path))
-        paths.append(path)
+    found = [path for pattern in args.inputs for path, _ in expand(pattern, (".sct",), notes)]
+    kept, repeated = first_mentions(found)  # `a.sct ./a.sct`, a folder and a glob over it: listed once
+    paths = [found[index] for index in kept]
     if repeated:
-        notes.append(f"skipped {plural(len(repeated), 'input')} named again: {', '.join(repeated[:3])}"
-                     + (f" and {len(repeated) - 3} more." if len(repeated) > 3 else "."))
+        notes.append(named_again_note(repeated))
     for message in notes:
         note(args, message)
     failures, records = 0, []

@@ -148,6 +148,28 @@ def entry_key(path: Path) -> Tuple[str, str]:
     return os.path.normcase(folder), os.path.normcase(path.name)
 
 
+def first_mentions(paths: Sequence[Path]) -> Tuple[List[int], List[Tuple[Path, Path]]]:
+    """The indices of `paths` that name a directory entry (`entry_key`) for the first time, and each later
+    mention paired with the first one it repeats: one input named twice is processed (or listed) once."""
+    first: Dict[Tuple[str, str], Path] = {}
+    kept: List[int] = []
+    repeats: List[Tuple[Path, Path]] = []
+    for index, path in enumerate(paths):
+        entry = entry_key(path)
+        if entry in first:
+            repeats.append((path, first[entry]))
+        else:
+            first[entry] = path
+            kept.append(index)
+    return kept, repeats
+
+
+def named_again_note(repeats: Sequence[Tuple[Path, Path]]) -> str:
+    """The note for the inputs `first_mentions` dropped."""
+    return (f"skipped {plural(len(repeats), 'input')} named again (the same file under the same name, however "
+            f"spelled): {_listed(repeats)}.")
+
+
 def _listed(duplicates: Sequence[Tuple[Path, Path]], limit: int = 3) -> str:
     """The first `limit` (duplicate, the input it repeats) pairs, then how many more: a note stays one line."""
     shown = ", ".join(str(path) if path == kept else f"{path} (= {kept})" for path, kept in duplicates[:limit])
@@ -191,18 +213,12 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
     jobs: List[Job] = []
     job_of_file: Dict[Tuple[Any, ...], int] = {}  # file key -> index in jobs
     job_of_target: Dict[Path, Tuple[int, Path]] = {}  # output -> (index in jobs, the input that asked for it)
-    entries: Dict[Tuple[str, str], Path] = {}
-    # (input, the input it repeats): the same name again (skipped), another name whose output is already planned
-    # (skipped), another name with an output of its own (written as a copy)
-    named_twice: List[Tuple[Path, Path]] = []
+    kept, named_twice = first_mentions([source for source, _relative in pairs])
+    # (input, the input it repeats): another name whose output is already planned (skipped), another name with an
+    # output of its own (written as a copy)
     one_output: List[Tuple[Path, Path]] = []
     copied: List[Tuple[Path, Path]] = []
-    for source, relative in pairs:
-        entry = entry_key(source)
-        if entry in entries:
-            named_twice.append((source, entries[entry]))
-            continue
-        entries[entry] = source
+    for source, relative in (pairs[index] for index in kept):
         keys = file_keys(source)
         index = next((job_of_file[key] for key in keys if key in job_of_file), None)
         target = out / relative.with_suffix(out_suffix)
@@ -230,8 +246,7 @@ def resolve_jobs(inputs: Sequence[str], output: str, suffixes: Tuple[str, ...], 
         job_of_target[target] = (index, source)
     if notes is not None:
         if named_twice:
-            notes.append(f"skipped {plural(len(named_twice), 'input')} named again (the same file under the same "
-                         f"name, however spelled): {_listed(named_twice)}.")
+            notes.append(named_again_note(named_twice))
         if one_output:
             notes.append(f"skipped {plural(len(one_output), 'input')} whose output another name of the same file "
                          f"(a link) already writes: {_listed(one_output)}.")
