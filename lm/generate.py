@@ -71,12 +71,12 @@ from semanticodec_hf.lm.codec_access import check_decode_settings, tiny_codec_to
 from semanticodec_hf.lm.data import bpe_layout
 from semanticodec_hf.lm.joint_corpus import is_joint_folder
 from semanticodec_hf.lm.masked_generate import generate_with_mask
-from semanticodec_hf.lm.token_healing import HealedFirstPieceLogitsProcessor, heal_prompts, piece_base_ids
 from semanticodec_hf.lm.pattern_logits import (
     PatternLogitsProcessor,
     SemanticNoRepeatNGramLogitsProcessor,
     body_mask,
 )
+from semanticodec_hf.lm.token_healing import HealedFirstPieceLogitsProcessor, heal_prompts, piece_base_ids
 from semanticodec_hf.processing_semanticodec import AudioItemError, read_audio
 from semanticodec_hf.progress import progress_bar
 from semanticodec_hf.tokenization_semanticodec import SemantiCodecAudioTokenizer
@@ -899,7 +899,8 @@ class AudioContinuation:
         first_pieces = None
         if token_healing:
             prompt_pieces, first_pieces = heal_prompts(prompt_pieces, self.piece_bases)
-        prompt_frames = [len(bpe.decode(pieces)) if pieces else 0 for pieces in prompt_pieces]  # healed: fewer
+        frames_of = self.piece_frames.tolist()
+        prompt_frames = [sum(frames_of[p] for p in pieces) for pieces in prompt_pieces]  # healed: fewer
         bound = target_frames - min(prompt_frames) + 1  # new ids at most: one frame per piece, then <eos>
         if decoding["num_beams"] > 1 and limit is not None and 1 + max(map(len, prompt_pieces)) + bound > limit:
             raise ValueError(f"--num-beams needs the whole continuation in one generate call, and these prompts may "
